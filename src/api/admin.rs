@@ -1,0 +1,226 @@
+//! Information, statistics and health endpoints, with the Python router's field
+//! names (SPEC 5).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+
+use super::AppState;
+use crate::routing::Service;
+use crate::stats::percent;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `GET /health`: liveness, open to everyone.
+pub async fn health() -> Json<Value> {
+    Json(json!({ "status": "healthy", "version": VERSION }))
+}
+
+/// `GET /`.
+pub async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let services: Vec<Value> = state
+        .dispatcher
+        .services
+        .iter()
+        .map(|s| json!({ "name": s.name(), "type": s.config.backend_type.as_str(), "priority": s.config.priority }))
+        .collect();
+    Json(json!({
+        "message": "LLM Router: an OpenAI-compatible gateway",
+        "version": VERSION,
+        "docs": "/docs",
+        "mode": state.config.mode(),
+        "services": services,
+    }))
+}
+
+/// `GET /backend/info`: per-service configuration, keys masked.
+pub async fn backend_info(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let services: Vec<Value> = state
+        .dispatcher
+        .services
+        .iter()
+        .map(|s| {
+            let c = &s.config;
+            let models = s
+                .models
+                .load()
+                .as_ref()
+                .map(|cat| cat.models.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+            json!({
+                "name": c.name,
+                "backend_type": c.backend_type.as_str(),
+                "base_url": c.base_url_str(),
+                "priority": c.priority,
+                "timeout": c.timeout.as_secs_f64(),
+                "has_api_key": c.api_key.is_some(),
+                "api_key": c.api_key.as_ref().map(|k| k.masked()),
+                "rate_limit_config": rate_limit_config(s),
+                "models": models,
+            })
+        })
+        .collect();
+    Json(json!({
+        "mode": state.config.mode(),
+        "version": VERSION,
+        "configured_services": services.len(),
+        "services": services,
+    }))
+}
+
+/// `GET /router/stats`.
+pub async fn router_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let d = &state.dispatcher;
+    let total = d.stats.total_requests.load(Relaxed);
+    let failovers = d.stats.total_failovers.load(Relaxed);
+    let skips = d.stats.total_rate_limit_skips.load(Relaxed);
+    let mut per_service = Map::new();
+    let (mut calls, mut failures) = (0, 0);
+    for s in &d.services {
+        let c = s.stats.counts();
+        calls += c.requests;
+        failures += c.failures;
+        per_service.insert(
+            s.name().to_owned(),
+            json!({
+                "requests": c.requests,
+                "failures": c.failures,
+                "rate_limited": c.rate_limited,
+                "failure_rate": c.failure_rate(),
+            }),
+        );
+    }
+    Json(json!({
+        "total_requests": total,
+        "total_failovers": failovers,
+        "total_rate_limit_skips": skips,
+        "failover_rate": percent(failovers, total),
+        "rate_limit_skip_rate": percent(skips, total),
+        "failure_rate": percent(failures, calls),
+        "configured_services": d.services.len(),
+        "service_order": d.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "service_stats": per_service,
+        "rate_limiting": rate_limiting(&state),
+    }))
+}
+
+/// `GET /router/rate-limits`.
+pub async fn rate_limits(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let d = &state.dispatcher;
+    let total = d.stats.total_requests.load(Relaxed);
+    let skips = d.stats.total_rate_limit_skips.load(Relaxed);
+    Json(json!({
+        "rate_limiting": rate_limiting(&state),
+        "total_rate_limit_skips": skips,
+        "rate_limit_skip_rate": percent(skips, total),
+    }))
+}
+
+/// `GET /router/health`.
+pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let now = Instant::now();
+    let mut services = Map::new();
+    let mut healthy = 0;
+    for s in &state.dispatcher.services {
+        let c = s.stats.counts();
+        let limited = s.is_rate_limited(now);
+        let status = match c.failure_rate() {
+            r if r > 50.0 => "unhealthy",
+            r if r > 10.0 || limited => "degraded",
+            _ => "healthy",
+        };
+        healthy += usize::from(status == "healthy");
+        services.insert(
+            s.name().to_owned(),
+            json!({
+                "status": status,
+                "backend_type": s.config.backend_type.as_str(),
+                "base_url": s.config.base_url_str(),
+                "has_api_key": s.config.api_key.is_some(),
+                "requests": c.requests,
+                "failures": c.failures,
+                "failure_rate": c.failure_rate(),
+                "rate_limited_events": c.rate_limited,
+                "is_currently_rate_limited": limited,
+                "rate_limit_config": rate_limit_config(s),
+            }),
+        );
+    }
+    let count = state.dispatcher.services.len();
+    let overall = if healthy == count {
+        "healthy"
+    } else if healthy == 0 {
+        "unhealthy"
+    } else {
+        "degraded"
+    };
+    Json(json!({ "overall_status": overall, "services": services }))
+}
+
+/// `POST /router/reset-stats`.
+pub async fn reset_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
+    state.dispatcher.reset_stats();
+    tracing::info!("router statistics reset");
+    Json(json!({ "status": "ok", "message": "Router statistics reset" }))
+}
+
+fn rate_limiting(state: &AppState) -> Value {
+    let now = Instant::now();
+    let mut out = Map::new();
+    for s in &state.dispatcher.services {
+        let cooldown = s.cooldown.remaining(now);
+        let entry = match &s.limiter {
+            Some(limiter) => {
+                let w = limiter.state(now);
+                json!({
+                    "rate_limit": format!("{}/{}s", w.limit, seconds_text(w.window)),
+                    "current_requests": w.current,
+                    "remaining_quota": w.remaining(),
+                    "is_rate_limited": w.is_full() || cooldown.is_some(),
+                    "window_reset_in": round2(w.reset_in),
+                    "cooldown_remaining": cooldown.map(round2),
+                })
+            }
+            None => json!({
+                "rate_limit": "unlimited",
+                "current_requests": null,
+                "remaining_quota": null,
+                "is_rate_limited": cooldown.is_some(),
+                "window_reset_in": 0,
+                "cooldown_remaining": cooldown.map(round2),
+            }),
+        };
+        out.insert(s.name().to_owned(), entry);
+    }
+    Value::Object(out)
+}
+
+fn rate_limit_config(s: &Service) -> Value {
+    match s.config.rate_limit {
+        Some(rl) => {
+            json!({ "max_requests": rl.requests.get(), "window_seconds": seconds_number(rl.window) })
+        }
+        None => Value::Null,
+    }
+}
+
+/// Whole seconds as an integer, fractional ones as a float.
+fn seconds_number(d: Duration) -> Value {
+    if d.subsec_nanos() == 0 {
+        json!(d.as_secs())
+    } else {
+        json!(d.as_secs_f64())
+    }
+}
+
+fn seconds_text(d: Duration) -> String {
+    seconds_number(d).to_string()
+}
+
+fn round2(d: Duration) -> f64 {
+    (d.as_secs_f64() * 100.0).round() / 100.0
+}

@@ -1,0 +1,20 @@
+//! HTTP handlers only: they translate between HTTP and the routing room, and
+//! hold no routing logic of their own.
+
+pub mod admin;
+pub mod extract;
+pub mod openai;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::Config;
+use crate::routing::Dispatcher;
+
+/// What every handler shares. Immutable after start-up except for the atomics
+/// and swappable model lists inside `dispatcher`.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub dispatcher: Dispatcher,
+    pub started_at: SystemTime,
+}

@@ -1,0 +1,163 @@
+//! The OpenAI-compatible endpoints: routed POSTs and the model listing.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, header};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::extract::{LimitedBody, PeekedBody};
+use crate::error::Error;
+use crate::routing::{Endpoint, Routed, RoutedRequest, Service};
+use crate::stats::bump;
+use crate::upstream::{PassHeaders, Reply, sse};
+
+pub const SERVICE_HEADER: &str = "x-llm-router-service";
+pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, Error> {
+    proxy(&state, Endpoint::ChatCompletions, body).await
+}
+
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, Error> {
+    proxy(&state, Endpoint::Completions, body).await
+}
+
+pub async fn embeddings(
+    State(state): State<Arc<AppState>>,
+    LimitedBody(body): LimitedBody,
+) -> Result<Response, Error> {
+    proxy(&state, Endpoint::Embeddings, body).await
+}
+
+async fn proxy(
+    state: &AppState,
+    endpoint: Endpoint,
+    body: bytes::Bytes,
+) -> Result<Response, Error> {
+    let peeked = PeekedBody::parse(body, endpoint)?;
+    let routed = state
+        .dispatcher
+        .dispatch(RoutedRequest {
+            endpoint,
+            body: peeked.body,
+            model: &peeked.model,
+            model_span: peeked.model_span,
+            stream: peeked.stream,
+        })
+        .await?;
+    Ok(respond(routed))
+}
+
+fn respond(routed: Routed) -> Response {
+    let Routed {
+        service,
+        attempts,
+        reply,
+    } = routed;
+    let mut response = match reply {
+        Reply::Complete(c) => {
+            let mut r = (c.status, c.body).into_response();
+            pass_headers(r.headers_mut(), c.headers, "application/json");
+            r
+        }
+        Reply::Streaming(s) => {
+            let failed = Arc::clone(&service);
+            let on_failure = move |failure: &sse::MidStreamFailure| {
+                bump(&failed.stats.failures);
+                tracing::warn!(
+                    service = failed.name(),
+                    ?failure,
+                    "stream failed after its first event; ended with an error event"
+                );
+            };
+            let body = sse::relay(
+                s.head,
+                s.ready,
+                s.framer,
+                s.rest,
+                s.idle_timeout,
+                on_failure,
+            );
+            let mut r = (s.status, Body::from_stream(body)).into_response();
+            let headers = r.headers_mut();
+            pass_headers(headers, s.headers, "text/event-stream");
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            // Tells nginx (and ingresses built on it) not to buffer the stream.
+            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            r
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(SERVICE_HEADER, service_header(&service));
+    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(attempts));
+    response
+}
+
+fn pass_headers(headers: &mut HeaderMap, pass: PassHeaders, default_type: &'static str) {
+    headers.insert(
+        header::CONTENT_TYPE,
+        pass.content_type
+            .unwrap_or_else(|| HeaderValue::from_static(default_type)),
+    );
+    if let Some(encoding) = pass.content_encoding {
+        headers.insert(header::CONTENT_ENCODING, encoding);
+    }
+}
+
+fn service_header(service: &Service) -> HeaderValue {
+    HeaderValue::from_str(service.name())
+        .unwrap_or_else(|_| HeaderValue::from_static("unprintable-service-name"))
+}
+
+/// `GET /v1/models`: the union of every service's discovered models, first
+/// service in routing order winning for a model several serve.
+pub async fn list_models(State(state): State<Arc<AppState>>) -> Response {
+    let mut seen = std::collections::HashSet::new();
+    let mut data = Vec::new();
+    for service in &state.dispatcher.services {
+        if let Some(catalog) = &*service.models.load() {
+            for m in &catalog.models {
+                if seen.insert(m.id.as_str().to_owned()) {
+                    data.push(model_json(service, m));
+                }
+            }
+        }
+    }
+    axum::Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// `GET /v1/models/{id}`; ids may contain `/`.
+pub async fn get_model(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Result<Response, Error> {
+    for service in &state.dispatcher.services {
+        if let Some(catalog) = &*service.models.load() {
+            if let Some(m) = catalog.models.iter().find(|m| m.id == id) {
+                return Ok(axum::Json(model_json(service, m)).into_response());
+            }
+        }
+    }
+    Err(Error::ModelNotFound(id))
+}
+
+fn model_json(service: &Service, m: &crate::routing::models::ModelInfo) -> Value {
+    json!({
+        "id": m.id,
+        "object": "model",
+        "created": m.created,
+        "owned_by": m.owned_by,
+        "service": service.name(),
+        "backend_type": service.config.backend_type.as_str(),
+    })
+}

@@ -1,0 +1,208 @@
+//! One upstream service at run time: its configuration, precomputed endpoint
+//! URLs, rate limiter, cool-down, discovered models and counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use tokio::time::Instant;
+use url::Url;
+
+use super::models::Catalog;
+use crate::config::ServiceConfig;
+use crate::error::StartupError;
+use crate::ratelimit::RateLimiter;
+use crate::stats::ServiceStats;
+
+/// The routed endpoints, each a path under the service's `base_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    ChatCompletions,
+    Completions,
+    Embeddings,
+}
+
+impl Endpoint {
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Completions => "/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+/// Endpoint URLs, parsed once at start-up instead of on every request.
+#[derive(Debug)]
+struct Urls {
+    chat: Url,
+    completions: Url,
+    embeddings: Url,
+    models: Url,
+}
+
+/// A cool-down deadline learned from an upstream `429` + `Retry-After`.
+/// One atomic (nanoseconds after `epoch`), so the request path reads it lock-free.
+#[derive(Debug)]
+pub struct Cooldown {
+    epoch: Instant,
+    until_nanos: AtomicU64,
+}
+
+impl Cooldown {
+    fn new(epoch: Instant) -> Self {
+        Self {
+            epoch,
+            until_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Time left, or `None` when the service is not cooling down.
+    pub fn remaining(&self, now: Instant) -> Option<Duration> {
+        let until = self.until_nanos.load(Ordering::Relaxed);
+        let now = self.nanos(now);
+        (until > now).then(|| Duration::from_nanos(until - now))
+    }
+
+    /// Cools down until `now + for_`, unless already cooling down for longer.
+    pub fn extend(&self, now: Instant, for_: Duration) {
+        let until = self
+            .nanos(now)
+            .saturating_add(u64::try_from(for_.as_nanos()).unwrap_or(u64::MAX));
+        self.until_nanos.fetch_max(until, Ordering::Relaxed);
+    }
+}
+
+/// A configured service and its live state.
+#[derive(Debug)]
+pub struct Service {
+    pub config: ServiceConfig,
+    urls: Urls,
+    /// `None` for a service without a limit: it never takes a lock on the way.
+    pub limiter: Option<RateLimiter>,
+    pub cooldown: Cooldown,
+    /// Discovered model list; `None` until a discovery succeeds (then: assumed to
+    /// support every model). Swapped whole by the background discovery task.
+    pub models: ArcSwapOption<Catalog>,
+    pub stats: ServiceStats,
+}
+
+impl Service {
+    pub fn new(config: ServiceConfig, epoch: Instant) -> Result<Self, StartupError> {
+        let base = config.base_url_str().to_owned();
+        let join = |path: &str| {
+            Url::parse(&format!("{base}{path}")).map_err(|e| {
+                StartupError::Client(format!(
+                    "service {}: bad URL {base}{path}: {e}",
+                    config.name
+                ))
+            })
+        };
+        let urls = Urls {
+            chat: join(Endpoint::ChatCompletions.path())?,
+            completions: join(Endpoint::Completions.path())?,
+            embeddings: join(Endpoint::Embeddings.path())?,
+            models: join("/models")?,
+        };
+        Ok(Self {
+            limiter: config.rate_limit.map(RateLimiter::new),
+            config,
+            urls,
+            cooldown: Cooldown::new(epoch),
+            models: ArcSwapOption::empty(),
+            stats: ServiceStats::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn url(&self, endpoint: Endpoint) -> &Url {
+        match endpoint {
+            Endpoint::ChatCompletions => &self.urls.chat,
+            Endpoint::Completions => &self.urls.completions,
+            Endpoint::Embeddings => &self.urls.embeddings,
+        }
+    }
+
+    pub fn models_url(&self) -> &Url {
+        &self.urls.models
+    }
+
+    /// The first of the `|`-separated alternatives this service supports; with an
+    /// unknown model list, the first alternative. `None`: skip this service.
+    pub fn pick_model<'a>(&self, requested: &'a str) -> Option<&'a str> {
+        let mut alternatives = requested
+            .split('|')
+            .map(str::trim)
+            .filter(|m| !m.is_empty());
+        match &*self.models.load() {
+            None => alternatives.next(),
+            Some(catalog) => alternatives.find(|m| catalog.contains(m)),
+        }
+    }
+
+    /// Whether the window is full or the service cools down, at `now`.
+    pub fn is_rate_limited(&self, now: Instant) -> bool {
+        self.cooldown.remaining(now).is_some()
+            || self
+                .limiter
+                .as_ref()
+                .is_some_and(|l| l.state(now).is_full())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendType;
+
+    fn service() -> Service {
+        let cfg = ServiceConfig {
+            name: "s".into(),
+            backend_type: BackendType::Custom,
+            base_url: Url::parse("http://127.0.0.1:1/v1/").unwrap(),
+            api_key: None,
+            timeout: Duration::from_secs(1),
+            priority: 0,
+            rate_limit: None,
+        };
+        Service::new(cfg, Instant::now()).unwrap()
+    }
+
+    #[test]
+    fn urls_are_joined_without_double_slashes() {
+        let s = service();
+        assert_eq!(
+            s.url(Endpoint::ChatCompletions).as_str(),
+            "http://127.0.0.1:1/v1/chat/completions"
+        );
+        assert_eq!(s.models_url().as_str(), "http://127.0.0.1:1/v1/models");
+    }
+
+    #[test]
+    fn model_fallback_picks_the_first_supported_alternative() {
+        let s = service();
+        assert_eq!(s.pick_model("a | b|c"), Some("a")); // unknown list: first
+        s.models
+            .store(Some(std::sync::Arc::new(Catalog::from_ids(["b", "c"]))));
+        assert_eq!(s.pick_model("a|b|c"), Some("b"));
+        assert_eq!(s.pick_model("x|y"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldown_expires_and_never_shrinks() {
+        let s = service();
+        let now = Instant::now();
+        s.cooldown.extend(now, Duration::from_secs(5));
+        s.cooldown.extend(now, Duration::from_secs(1));
+        assert_eq!(s.cooldown.remaining(now), Some(Duration::from_secs(5)));
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(s.cooldown.remaining(Instant::now()), None);
+    }
+}

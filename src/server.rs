@@ -1,0 +1,223 @@
+//! Builds the HTTP application (routes and one ordered layer stack), starts the
+//! background tasks, and serves until shutdown, letting in-flight requests and
+//! streams finish within the grace period.
+
+use std::any::Any;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::api::{AppState, admin, openai};
+use crate::auth;
+use crate::config::Config;
+use crate::error::{Error, StartupError};
+use crate::routing::{Dispatcher, models};
+use crate::supervisor::Supervisor;
+use crate::upstream::UpstreamClient;
+
+/// The first model discovery may delay start-up by at most this long.
+const FIRST_DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A router ready to serve: configuration loaded, first model discovery done,
+/// background tasks running.
+pub struct App {
+    state: Arc<AppState>,
+    supervisor: Supervisor,
+}
+
+impl App {
+    /// Builds the shared state and runs the first discovery round (bounded).
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let client = UpstreamClient::new()?;
+        let dispatcher = Dispatcher::new(&config, client)?;
+        let state = Arc::new(AppState {
+            config: Arc::new(config),
+            dispatcher,
+            started_at: SystemTime::now(),
+        });
+        let _ = tokio::time::timeout(
+            FIRST_DISCOVERY_TIMEOUT,
+            models::refresh_all(
+                &state.dispatcher.client,
+                &state.dispatcher.services,
+                FIRST_DISCOVERY_TIMEOUT,
+            ),
+        )
+        .await;
+        let supervisor = Supervisor::new();
+        let refresher = Arc::clone(&state);
+        supervisor.spawn("model-discovery", async move {
+            let interval = refresher.config.model_refresh_interval;
+            loop {
+                tokio::time::sleep(interval).await;
+                let d = &refresher.dispatcher;
+                models::refresh_all(
+                    &d.client,
+                    &d.services,
+                    interval.min(FIRST_DISCOVERY_TIMEOUT * 6),
+                )
+                .await;
+            }
+        });
+        Ok(Self { state, supervisor })
+    }
+
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+}
+
+/// Routes and layers. Client endpoints carry the auth layer; `/health` does not.
+pub fn router(state: Arc<AppState>) -> Router {
+    let client_routes = Router::new()
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/completions", post(openai::completions))
+        .route("/v1/embeddings", post(openai::embeddings))
+        .route("/v1/models", get(openai::list_models))
+        .route("/v1/models/{*model_id}", get(openai::get_model))
+        .route("/", get(admin::root))
+        .route("/backend/info", get(admin::backend_info))
+        .route("/router/stats", get(admin::router_stats))
+        .route("/router/health", get(admin::router_health))
+        .route("/router/rate-limits", get(admin::rate_limits))
+        .route("/router/reset-stats", post(admin::reset_stats))
+        // The one place client authentication plugs in.
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_client_key,
+        ));
+    let public_routes = Router::new().route("/health", get(admin::health));
+
+    client_routes
+        .merge(public_routes)
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            // Read top to bottom: outermost first.
+            ServiceBuilder::new()
+                // A panicking handler becomes a 500 with an OpenAI body; the process keeps serving.
+                .layer(CatchPanicLayer::custom(panic_response))
+                // One log line per request (path without query string: it may carry keys).
+                .layer(middleware::from_fn(access_log)),
+        )
+        .with_state(state)
+}
+
+async fn unknown_route(request: Request) -> Error {
+    Error::UnknownRoute {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(request: Request) -> Error {
+    Error::MethodNotAllowed {
+        method: request.method().to_string(),
+        path: request.uri().path().to_owned(),
+    }
+}
+
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = detail, "request handler panicked");
+    Error::Internal(detail.to_owned()).into_response()
+}
+
+async fn access_log(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let headers = response.headers();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_owned()
+    };
+    tracing::info!(
+        %method,
+        path,
+        status = response.status().as_u16(),
+        service = header(openai::SERVICE_HEADER),
+        attempts = header(openai::ATTEMPTS_HEADER),
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
+/// requests (streams included) finish for up to the grace period.
+pub async fn run(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartupError> {
+    let App { state, supervisor } = app;
+    let grace = state.config.shutdown_grace_period;
+    let stopping = tokio_util::sync::CancellationToken::new();
+    let signal = stopping.clone();
+    let listener = listener.tap_io(|tcp| {
+        // Small SSE chunks must not wait for Nagle + delayed ACK (~40 ms on Linux).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted socket");
+        }
+    });
+    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!(
+            grace_s = grace.as_secs_f64(),
+            "shutting down: no new connections; letting in-flight requests finish"
+        );
+        signal.cancel();
+    });
+    let result = tokio::select! {
+        r = serve.into_future() => r.map_err(StartupError::Serve),
+        () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!("grace period over; closing the remaining connections");
+            Ok(())
+        }
+    };
+    supervisor.shutdown().await;
+    result
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

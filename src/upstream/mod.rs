@@ -1,0 +1,436 @@
+//! The client side: one pooled HTTP client for every upstream, the request we
+//! send, and the classification of every outcome into a success, a client error
+//! to pass through, or a [`Failure`] that routing may fail over.
+//!
+//! reqwest's error type stops here: everything above sees our own enums.
+
+pub mod sse;
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use url::Url;
+
+use crate::config::Secret;
+use crate::error::StartupError;
+use sse::{ChunkStream, SseFramer, has_data_field};
+
+/// How long a TCP (and TLS) connection may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest upstream error body kept for its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// One call's failure, as routing needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Could not connect, or the connection broke before a complete answer.
+    Connect(String),
+    /// No complete answer within the service's timeout.
+    Timeout(String),
+    /// An HTTP status that means "try another service" (401, 403, 404, 408, 429, 3xx, 5xx).
+    Status {
+        status: StatusCode,
+        message: Option<String>,
+        retry_after: Option<Duration>,
+    },
+}
+
+impl Failure {
+    /// A one-line description for logs and the client's error message.
+    pub fn describe(&self) -> String {
+        match self {
+            Failure::Connect(why) => format!("connection failed: {why}"),
+            Failure::Timeout(why) => format!("timed out: {why}"),
+            Failure::Status {
+                status,
+                message: Some(m),
+                ..
+            } => format!("HTTP {}: {m}", status.as_u16()),
+            Failure::Status {
+                status,
+                message: None,
+                ..
+            } => format!("HTTP {}", status.as_u16()),
+        }
+    }
+}
+
+/// The headers of an upstream answer that travel back to the client with its body.
+#[derive(Debug, Clone, Default)]
+pub struct PassHeaders {
+    pub content_type: Option<HeaderValue>,
+    /// Passed with the body it describes: we never decode, so the two stay consistent.
+    pub content_encoding: Option<HeaderValue>,
+}
+
+impl PassHeaders {
+    fn from(headers: &HeaderMap) -> Self {
+        Self {
+            content_type: headers.get(header::CONTENT_TYPE).cloned(),
+            content_encoding: headers.get(header::CONTENT_ENCODING).cloned(),
+        }
+    }
+}
+
+/// A complete, buffered answer: a success, or a client error passed through as is.
+#[derive(Debug)]
+pub struct Complete {
+    pub status: StatusCode,
+    pub headers: PassHeaders,
+    pub body: Bytes,
+}
+
+/// A stream whose first event has arrived; the rest follows through [`sse::relay`].
+pub struct Streaming {
+    pub status: StatusCode,
+    pub headers: PassHeaders,
+    /// Bytes read so far: complete events (`ready` bytes) then a partial tail.
+    pub head: BytesMut,
+    pub ready: usize,
+    pub framer: SseFramer,
+    pub rest: ChunkStream,
+    pub idle_timeout: Duration,
+}
+
+/// An answer the client will get (success or pass-through client error).
+pub enum Reply {
+    Complete(Complete),
+    Streaming(Streaming),
+}
+
+/// What to send: one routed request to one service.
+pub struct Call<'a> {
+    pub url: &'a Url,
+    pub api_key: Option<&'a Secret>,
+    pub body: Bytes,
+    pub stream: bool,
+    pub timeout: Duration,
+}
+
+/// The pooled client shared by every request and by model discovery.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    http: reqwest::Client,
+}
+
+impl UpstreamClient {
+    pub fn new() -> Result<Self, StartupError> {
+        // rustls with ring: no OpenSSL, and the provider is chosen once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            // Small SSE chunks would otherwise wait ~40 ms for Nagle + delayed ACK.
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            // A POST must never silently become a GET on another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("llm-router/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| StartupError::Client(e.to_string()))?;
+        Ok(Self { http })
+    }
+
+    /// Sends one routed call and classifies the outcome.
+    pub async fn call(&self, call: Call<'_>) -> Result<Reply, Failure> {
+        let mut req = self
+            .http
+            .post(call.url.clone())
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(
+                header::ACCEPT,
+                if call.stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(call.body);
+        if let Some(key) = call.api_key {
+            req = req.bearer_auth(key.expose());
+        }
+        if call.stream {
+            self.call_stream(req, call.timeout).await
+        } else {
+            self.call_complete(req.timeout(call.timeout), call.timeout)
+                .await
+        }
+    }
+
+    async fn call_complete(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Reply, Failure> {
+        let resp = req.send().await.map_err(|e| classify(&e, timeout))?;
+        let status = resp.status();
+        let headers = PassHeaders::from(resp.headers());
+        let retry_after = retry_after(resp.headers());
+        let body = resp.bytes().await.map_err(|e| classify(&e, timeout))?;
+        decide(status, headers, body, retry_after).map(Reply::Complete)
+    }
+
+    async fn call_stream(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<Reply, Failure> {
+        let resp = match tokio::time::timeout(timeout, req.send()).await {
+            Ok(r) => r.map_err(|e| classify(&e, timeout))?,
+            Err(_) => return Err(timed_out("no response headers", timeout)),
+        };
+        let status = resp.status();
+        let headers = PassHeaders::from(resp.headers());
+        if !status.is_success() {
+            let retry_after = retry_after(resp.headers());
+            let body = match tokio::time::timeout(timeout, read_limited(resp)).await {
+                Ok(body) => body,
+                Err(_) => Bytes::new(),
+            };
+            return decide(status, headers, body, retry_after).map(Reply::Complete);
+        }
+        let mut rest: ChunkStream = Box::pin(
+            resp.bytes_stream()
+                .map(|r| r.map_err(|e| describe_reqwest(&e))),
+        );
+        // Nothing goes to the client before the first complete event with data: until
+        // then a failure is failed over like any other (the response head is sent
+        // together with that event).
+        let mut head = BytesMut::new();
+        let mut framer = SseFramer::default();
+        loop {
+            match tokio::time::timeout(timeout, rest.next()).await {
+                Err(_) => return Err(timed_out("no first event", timeout)),
+                Ok(None) if head.is_empty() => {
+                    return Err(Failure::Connect(
+                        "stream closed before any event".to_owned(),
+                    ));
+                }
+                Ok(None) if !has_data_field(&head) => {
+                    return Err(Failure::Connect(
+                        "stream closed before any data event".to_owned(),
+                    ));
+                }
+                Ok(None) => {
+                    // A complete (if unframed) answer; relay it as is.
+                    let ready = head.len();
+                    return Ok(Reply::Streaming(Streaming {
+                        status,
+                        headers,
+                        head,
+                        ready,
+                        framer,
+                        rest,
+                        idle_timeout: timeout,
+                    }));
+                }
+                Ok(Some(Err(why))) => return Err(Failure::Connect(why)),
+                Ok(Some(Ok(chunk))) => {
+                    let before = head.len();
+                    head.extend_from_slice(&chunk);
+                    if let Some(n) = framer.feed(&chunk) {
+                        let ready = before + n;
+                        if has_data_field(&head[..ready]) {
+                            return Ok(Reply::Streaming(Streaming {
+                                status,
+                                headers,
+                                head,
+                                ready,
+                                framer,
+                                rest,
+                                idle_timeout: timeout,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `GET {base_url}/models` for discovery: the JSON body, or why not.
+    pub async fn get_models(
+        &self,
+        url: &Url,
+        api_key: Option<&Secret>,
+        timeout: Duration,
+    ) -> Result<Bytes, String> {
+        let mut req = self
+            .http
+            .get(url.clone())
+            .timeout(timeout)
+            .header(header::ACCEPT, "application/json");
+        if let Some(key) = api_key {
+            req = req.bearer_auth(key.expose());
+        }
+        let resp = req.send().await.map_err(|e| describe_reqwest(&e))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("HTTP {}", status.as_u16()));
+        }
+        resp.bytes().await.map_err(|e| describe_reqwest(&e))
+    }
+}
+
+/// Success, pass-through client error, or failure, by status.
+fn decide(
+    status: StatusCode,
+    headers: PassHeaders,
+    body: Bytes,
+    retry_after: Option<Duration>,
+) -> Result<Complete, Failure> {
+    if is_failover_status(status) {
+        return Err(Failure::Status {
+            status,
+            message: error_message(&body),
+            retry_after,
+        });
+    }
+    Ok(Complete {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Statuses that say "this service cannot serve this now", so another may.
+/// 400, 413, 422 (and other 4xx) are the client's fault and go back as they are.
+pub fn is_failover_status(status: StatusCode) -> bool {
+    status.is_server_error()
+        || status.is_redirection()
+        || matches!(status.as_u16(), 401 | 403 | 404 | 408 | 429)
+        || status.is_informational()
+}
+
+async fn read_limited(resp: reqwest::Response) -> Bytes {
+    let mut out = BytesMut::new();
+    let mut body = resp.bytes_stream();
+    while let Some(Ok(chunk)) = body.next().await {
+        out.extend_from_slice(&chunk);
+        if out.len() >= MAX_ERROR_BODY {
+            break;
+        }
+    }
+    out.freeze()
+}
+
+/// The human message of an upstream error body, if it is an OpenAI-like JSON
+/// error (`{"error": {"message"}}`, `{"error": "..."}`, `{"message"}`, `{"detail"}`).
+/// HTML or other bodies give `None`: they never reach the client.
+pub fn error_message(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        error: Option<serde_json::Value>,
+        message: Option<String>,
+        detail: Option<serde_json::Value>,
+    }
+    let env: Envelope = serde_json::from_slice(body).ok()?;
+    let text = match env.error {
+        Some(serde_json::Value::Object(map)) => map
+            .get("message")
+            .and_then(|m| m.as_str())
+            .map(str::to_owned),
+        Some(serde_json::Value::String(s)) => Some(s),
+        _ => None,
+    }
+    .or(env.message)
+    .or_else(|| {
+        env.detail.map(|d| {
+            d.as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| d.to_string())
+        })
+    })?;
+    let text: String = text.chars().take(1000).collect();
+    (!text.is_empty()).then_some(text)
+}
+
+/// `retry-after-ms` (OpenAI) or `retry-after` in seconds.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let parse = |name: &str| {
+        headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+    };
+    if let Some(ms) = parse("retry-after-ms") {
+        return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0)));
+    }
+    parse("retry-after").map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+}
+
+fn timed_out(what: &str, timeout: Duration) -> Failure {
+    Failure::Timeout(format!("{what} within {:.1} s", timeout.as_secs_f64()))
+}
+
+fn classify(e: &reqwest::Error, timeout: Duration) -> Failure {
+    if e.is_timeout() {
+        timed_out("no complete answer", timeout)
+    } else {
+        Failure::Connect(describe_reqwest(e))
+    }
+}
+
+/// A short description of a transport error: its innermost cause, which names
+/// what happened (refused, reset, closed) without repeating the URL.
+fn describe_reqwest(e: &reqwest::Error) -> String {
+    let mut source: &dyn std::error::Error = e;
+    while let Some(next) = source.source() {
+        source = next;
+    }
+    let root = source.to_string();
+    if e.is_connect() {
+        format!("cannot connect: {root}")
+    } else {
+        root
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failover_statuses_follow_the_spec() {
+        for s in [401, 403, 404, 429, 500, 502, 503, 504] {
+            assert!(is_failover_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [200, 400, 413, 422] {
+            assert!(!is_failover_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+
+    #[test]
+    fn error_messages_are_found_in_common_shapes_and_html_is_ignored() {
+        assert_eq!(
+            error_message(br#"{"error":{"message":"boom","type":"x"}}"#).as_deref(),
+            Some("boom")
+        );
+        assert_eq!(
+            error_message(br#"{"error":"flat"}"#).as_deref(),
+            Some("flat")
+        );
+        assert_eq!(
+            error_message(br#"{"detail":"fastapi"}"#).as_deref(),
+            Some("fastapi")
+        );
+        assert_eq!(
+            error_message(b"<html><body>502 Bad Gateway</body></html>"),
+            None
+        );
+    }
+
+    #[test]
+    fn retry_after_prefers_milliseconds() {
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert("retry-after-ms", HeaderValue::from_static("1500"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+    }
+}
