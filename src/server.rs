@@ -5,16 +5,20 @@
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::api::{AppState, admin, openai};
@@ -26,7 +30,7 @@ use crate::supervisor::Supervisor;
 use crate::upstream::UpstreamClient;
 
 /// The first model discovery may delay start-up by at most this long.
-const FIRST_DISCOVERY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const FIRST_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A router ready to serve: configuration loaded, first model discovery done,
 /// background tasks running.
@@ -162,8 +166,12 @@ async fn access_log(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets in-flight
-/// requests (streams included) finish for up to the grace period.
+/// How long a client may take to send a request head (slow-header clients are
+/// closed instead of holding a connection open forever).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting and
+/// lets in-flight requests (streams included) finish for up to the grace period.
 pub async fn run(
     listener: TcpListener,
     app: App,
@@ -171,31 +179,62 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     let App { state, supervisor } = app;
     let grace = state.config.shutdown_grace_period;
-    let stopping = tokio_util::sync::CancellationToken::new();
-    let signal = stopping.clone();
-    let listener = listener.tap_io(|tcp| {
+    let service =
+        router(state).map_request(|req: http::Request<hyper::body::Incoming>| req.map(Body::new));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors or a reset during accept: back off, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
         // Small SSE chunks must not wait for Nagle + delayed ACK (~40 ms on Linux).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted socket");
         }
-    });
-    let serve = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        tracing::info!(
-            grace_s = grace.as_secs_f64(),
-            "shutting down: no new connections; letting in-flight requests finish"
-        );
-        signal.cancel();
-    });
-    let result = tokio::select! {
-        r = serve.into_future() => r.map_err(StartupError::Serve),
-        () = async { stopping.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!("grace period over; closing the remaining connections");
-            Ok(())
-        }
-    };
+        let conn = builder
+            .serve_connection_with_upgrades(
+                TokioIo::new(tcp),
+                TowerToHyperService::new(service.clone()),
+            )
+            .into_owned();
+        let conn = graceful.watch(conn);
+        // Connection tasks are owned by `graceful`, which shutdown waits on below.
+        #[allow(clippy::disallowed_methods)]
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        grace_s = grace.as_secs_f64(),
+        "shutting down: no new connections; letting in-flight requests finish"
+    );
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing the remaining connections"),
+    }
     supervisor.shutdown().await;
-    result
+    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -219,5 +258,39 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("handler exploded with secret detail")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_an_openai_500_and_the_service_keeps_serving() {
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "ok" }))
+            .layer(CatchPanicLayer::custom(panic_response));
+        let response = app
+            .clone()
+            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "internal_error");
+        assert!(!String::from_utf8_lossy(&body).contains("secret detail"));
+        let again = app
+            .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(again.status(), http::StatusCode::OK);
     }
 }

@@ -33,7 +33,7 @@ pub enum Reply {
     /// An SSE answer: each piece written separately (flushed), `gap` between
     /// pieces; with `drop_after: Some(n)` the connection is cut after n pieces.
     Sse {
-        pieces: Vec<String>,
+        pieces: Vec<Vec<u8>>,
         gap: Duration,
         first_delay: Duration,
         drop_after: Option<usize>,
@@ -104,8 +104,13 @@ pub fn sse_chat(prefix: &str, n: usize, gap: Duration) -> Reply {
         .map(|i| chunk_event(&format!("{prefix}{i} ")))
         .collect();
     pieces.push("data: [DONE]\n\n".into());
+    sse_pieces(pieces, gap)
+}
+
+/// An SSE answer written as exactly these pieces, `gap` apart.
+pub fn sse_pieces<P: Into<Vec<u8>>>(pieces: impl IntoIterator<Item = P>, gap: Duration) -> Reply {
     Reply::Sse {
-        pieces,
+        pieces: pieces.into_iter().map(Into::into).collect(),
         gap,
         first_delay: Duration::ZERO,
         drop_after: None,
@@ -483,8 +488,10 @@ async fn serve_connection(mut sock: TcpStream, script: Arc<Mutex<Script>>, name:
                         mark_cancelled(&script);
                         return;
                     }
-                    let frame = format!("{:x}\r\n{piece}\r\n", piece.len());
-                    if sock.write_all(frame.as_bytes()).await.is_err() {
+                    let mut frame = format!("{:x}\r\n", piece.len()).into_bytes();
+                    frame.extend_from_slice(piece);
+                    frame.extend_from_slice(b"\r\n");
+                    if sock.write_all(&frame).await.is_err() {
                         mark_cancelled(&script);
                         return;
                     }

@@ -1,6 +1,11 @@
 //! Test harness: the real server on an ephemeral port (through the same
 //! `App::build` + `server::run` seam as the binary) in front of mock upstreams.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::disallowed_methods
+)]
 
 pub mod mock;
 
@@ -66,8 +71,7 @@ impl TestRouter {
             .await
             .expect("server runs");
         });
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        let http = http_client();
         Self {
             url,
             state,
@@ -140,6 +144,12 @@ impl Drop for TestRouter {
             h.abort();
         }
     }
+}
+
+/// A plain client for loopback tests (no proxy from the environment).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().no_proxy().build().unwrap()
 }
 
 pub fn chat_request(model: &str, extra: Value) -> Value {

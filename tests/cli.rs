@@ -1,0 +1,323 @@
+//! SPEC 2: the binary itself — `--version`, `--help`, `check`, exit codes,
+//! configuration from `.env` and `--config`, `demo`, and graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::json;
+use support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_llm-router");
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("llm-router-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The binary with a clean environment (no stray keys from the machine).
+fn command(dir: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    c
+}
+
+async fn output(mut c: Command) -> (i32, String) {
+    let out = c.output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn wait_healthy(port: u16) {
+    let client = http_client();
+    for _ in 0..500 {
+        if client
+            .get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("router on port {port} never answered /health");
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+#[tokio::test]
+async fn version_and_help_on_every_subcommand() {
+    let dir = temp_dir("help");
+    let mut c = command(&dir);
+    c.arg("--version");
+    let (code, out) = output(c).await;
+    assert_eq!(code, 0);
+    assert!(out.contains(env!("CARGO_PKG_VERSION")), "{out}");
+    for sub in [None, Some("serve"), Some("check"), Some("demo")] {
+        let mut c = command(&dir);
+        c.args(sub).arg("--help");
+        let (code, out) = output(c).await;
+        assert_eq!(code, 0, "{sub:?}: {out}");
+        assert!(
+            out.contains("--config"),
+            "{sub:?} help lacks --config: {out}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn check_prints_services_in_routing_order_with_keys_masked() {
+    let dir = temp_dir("check");
+    let services = json!([
+        {"name": "alpha", "backend_type": "custom", "base_url": "http://127.0.0.1:9/v1", "priority": 5, "api_key": "sk-check-secret-alpha-123456789"},
+        {"name": "bravo", "backend_type": "openai", "base_url": "http://127.0.0.1:9/v1", "priority": 1, "api_key": "sk-check-secret-bravo-987654321"},
+    ]);
+    let mut c = command(&dir);
+    c.arg("check").env("ROUTER_SERVICES", services.to_string());
+    let (code, out) = output(c).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.find("bravo").unwrap() < out.find("alpha").unwrap(),
+        "{out}"
+    );
+    assert!(
+        !out.contains("secret-alpha") && !out.contains("secret-bravo"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn bad_configuration_exits_non_zero_naming_the_field() {
+    let dir = temp_dir("bad");
+    let cases: [(&str, &[(&str, &str)]); 5] = [
+        ("ROUTER_SERVICES", &[("ROUTER_SERVICES", "[{not json")]),
+        (
+            "backend_type",
+            &[(
+                "ROUTER_SERVICES",
+                r#"[{"name":"x","backend_type":"telepathy","base_url":"http://h/v1"}]"#,
+            )],
+        ),
+        (
+            "base_url",
+            &[(
+                "ROUTER_SERVICES",
+                r#"[{"name":"x","backend_type":"custom","base_url":"nope"}]"#,
+            )],
+        ),
+        (
+            "duplicate",
+            &[(
+                "ROUTER_SERVICES",
+                r#"[{"name":"x","backend_type":"custom","base_url":"http://h/v1"},{"name":"x","backend_type":"custom","base_url":"http://h/v1"}]"#,
+            )],
+        ),
+        (
+            "rate_limit_window",
+            &[(
+                "ROUTER_SERVICES",
+                r#"[{"name":"x","backend_type":"custom","base_url":"http://h/v1","rate_limit_requests":1,"rate_limit_window":-5}]"#,
+            )],
+        ),
+    ];
+    for (needle, env) in cases {
+        for sub in ["check", "serve"] {
+            let mut c = command(&dir);
+            c.arg(sub)
+                .envs(env.iter().copied())
+                .env("PORT", free_port().to_string());
+            let (code, out) = output(c).await;
+            assert_ne!(code, 0, "{sub} accepted a bad configuration: {out}");
+            assert!(out.contains(needle), "{sub}: {out}");
+            assert!(!out.contains("panicked"), "{out}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn serve_without_services_explains_what_to_set() {
+    let dir = temp_dir("none");
+    let mut c = command(&dir);
+    c.env("PORT", free_port().to_string());
+    let (code, out) = output(c).await;
+    assert_ne!(code, 0);
+    for needle in ["ROUTER_SERVICES", "OPENAI_API_KEY", "--config", "demo"] {
+        assert!(out.contains(needle), "missing {needle}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn dotenv_and_config_file_configure_the_binary_with_env_winning() {
+    let dir = temp_dir("files");
+    std::fs::write(dir.join(".env"), "OPENAI_API_KEY=sk-from-dotenv-0000000000\nOPENAI_BASE_URL=http://127.0.0.1:9/v1\nREQUEST_TIMEOUT=7\n").unwrap();
+    std::fs::write(
+        dir.join("router.toml"),
+        "request_timeout = 3\nport = 1234\n",
+    )
+    .unwrap();
+    let mut c = command(&dir);
+    c.args(["check", "--config", "router.toml"])
+        .env("PORT", "4321");
+    let (code, out) = output(c).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("openai") && out.contains("timeout=7s"),
+        ".env did not beat the file: {out}"
+    );
+    assert!(out.contains(":4321"), "env did not beat the file: {out}");
+    assert!(!out.contains("from-dotenv"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
+    let a = MockUpstream::start("A").await;
+    a.set(sse_chat("t", 6, Duration::from_millis(150)));
+    let dir = temp_dir("term");
+    let port = free_port();
+    let mut c = command(&dir);
+    c.env("ROUTER_SERVICES", json!([svc(&a)]).to_string())
+        .env("ENABLE_AUTH", "false")
+        .env("HOST", "127.0.0.1")
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_healthy(port).await;
+    let client = http_client();
+    let r = client
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .json(&chat_request("test-model", json!({"stream": true})))
+        .send()
+        .await
+        .unwrap();
+    let mut body = r.bytes_stream();
+    let mut text = String::from_utf8(body.next().await.unwrap().unwrap().to_vec()).unwrap();
+    sigterm(&child);
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "stream cut short by shutdown: {text}"
+    );
+    assert_eq!(sse_data(&text).len(), 7);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn demo_serves_routes_and_streams_without_keys() {
+    let dir = temp_dir("demo");
+    let mut c = command(&dir);
+    c.arg("demo")
+        .env("PORT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = c.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut base = None;
+    let mut banner = String::new();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        banner.push_str(&line);
+        banner.push('\n');
+        if let Some(url) = line.strip_prefix("llm-router demo is running on ") {
+            base = Some(url.trim().to_owned());
+        }
+        if line.contains("Ctrl-C") {
+            break;
+        }
+    }
+    let base = base.unwrap_or_else(|| panic!("no URL in the demo banner:\n{banner}"));
+    assert!(
+        banner.contains("curl") && banner.contains("OFF"),
+        "{banner}"
+    );
+    let client = http_client();
+    let models: serde_json::Value = client
+        .get(format!("{base}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!models["data"].as_array().unwrap().is_empty());
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = client
+            .post(format!("{base}/v1/chat/completions"))
+            .json(&chat_request("demo-chat", json!({})))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let stream = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&chat_request("demo-chat", json!({"stream": true})))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(stream.ends_with("data: [DONE]\n\n"), "{stream}");
+    let st: serde_json::Value = client
+        .get(format!("{base}/router/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        st["total_failovers"].as_u64().unwrap() + st["total_rate_limit_skips"].as_u64().unwrap()
+            > 0,
+        "{st}"
+    );
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
