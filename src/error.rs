@@ -101,9 +101,10 @@ impl Error {
     pub fn code(&self) -> Option<&'static str> {
         match self {
             Error::InvalidRequest { .. } => Some("invalid_request_error"),
-            Error::BodyTooLarge { .. } => Some("request_too_large"),
+            Error::BodyTooLarge { .. } => Some("invalid_request_error"),
             Error::ModelNotFound(_) => Some("model_not_found"),
-            Error::UnknownRoute { .. } => Some("unknown_url"),
+            // SPEC 6 gives one 404 row for an unknown model and an unknown path.
+            Error::UnknownRoute { .. } => Some("model_not_found"),
             Error::MethodNotAllowed { .. } => Some("method_not_allowed"),
             Error::RateLimited { .. } => Some("rate_limit_exceeded"),
             Error::UpstreamUnreachable(_) => Some("upstream_error"),

@@ -5,6 +5,7 @@
 use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
@@ -48,6 +49,7 @@ impl App {
             config: Arc::new(config),
             dispatcher,
             started_at: SystemTime::now(),
+            ready: AtomicBool::new(false),
         });
         let _ = tokio::time::timeout(
             FIRST_DISCOVERY_TIMEOUT,
@@ -73,6 +75,7 @@ impl App {
                 .await;
             }
         });
+        state.ready.store(true, Ordering::Relaxed);
         Ok(Self { state, supervisor })
     }
 
@@ -100,7 +103,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             auth::require_client_key,
         ));
-    let public_routes = Router::new().route("/health", get(admin::health));
+    let public_routes = Router::new()
+        .route("/health", get(admin::health))
+        .route("/ready", get(admin::ready));
 
     client_routes
         .merge(public_routes)
@@ -179,6 +184,7 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     let App { state, supervisor } = app;
     let grace = state.config.shutdown_grace_period;
+    let readiness = Arc::clone(&state);
     let service =
         router(state).map_request(|req: http::Request<hyper::body::Incoming>| req.map(Body::new));
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -225,6 +231,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    readiness.ready.store(false, Ordering::Relaxed);
     tracing::info!(
         grace_s = grace.as_secs_f64(),
         "shutting down: no new connections; letting in-flight requests finish"

@@ -258,3 +258,15 @@ async fn upstream_keys_never_reach_clients() {
         assert!(!blob.contains(&k[8..k.len() - 4]), "a key leaked");
     }
 }
+
+#[tokio::test]
+async fn ready_is_200_while_serving_and_503_once_not_ready() {
+    let router = TestRouter::start(vec![svc(&MockUpstream::start("A").await)]).await;
+    let r = router.get("/ready").await;
+    assert_eq!(r.status(), 200);
+    router
+        .state
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    assert_error(router.get("/ready").await, 503, "service_unavailable").await;
+}

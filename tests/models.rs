@@ -133,3 +133,21 @@ async fn discovery_is_refreshed_in_the_background() {
         .await
     );
 }
+
+#[tokio::test]
+async fn a_failed_refresh_makes_the_list_unknown_again() {
+    let a = MockUpstream::with_models("A", Some(&["small"])).await;
+    let router = TestRouter::start_with(vec![svc(&a)], &[("MODEL_REFRESH_INTERVAL", "0.1")]).await;
+    assert_eq!(router.chat("other", json!({})).await.status(), 404);
+    a.set_models(None);
+    let calls = a.model_list_calls();
+    assert!(
+        wait_for(std::time::Duration::from_secs(3), || a.model_list_calls()
+            > calls + 1)
+        .await
+    );
+    assert_eq!(
+        content(router.chat("other", json!({})).await).await,
+        "reply from A"
+    );
+}

@@ -223,3 +223,12 @@ async fn a_stream_may_outlive_the_service_timeout_while_chunks_keep_coming() {
         .unwrap();
     assert_eq!(sse_data(&text).len(), 9, "{text}");
 }
+
+#[tokio::test]
+async fn a_json_answer_to_a_stream_request_is_relayed_whole() {
+    let a = MockUpstream::start("A").await;
+    let router = TestRouter::start(vec![svc(&a)]).await;
+    let r = router.chat("test-model", stream_req()).await;
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(content(r).await, "reply from A");
+}

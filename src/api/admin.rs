@@ -21,6 +21,19 @@ pub async fn health() -> Json<Value> {
     Json(json!({ "status": "healthy", "version": VERSION }))
 }
 
+/// `GET /ready`: readiness for load balancers. Deliberately independent of
+/// upstream health and rate limits (SPEC 5): every replica sees the same
+/// providers, and turning all of them unready would turn an outage into a total one.
+pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, crate::error::Error> {
+    if state.ready.load(Relaxed) {
+        Ok(Json(json!({ "status": "ready" })))
+    } else {
+        Err(crate::error::Error::ServiceUnavailable(
+            "The router is starting up or shutting down".to_owned(),
+        ))
+    }
+}
+
 /// `GET /`.
 pub async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
     let services: Vec<Value> = state

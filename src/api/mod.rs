@@ -6,6 +6,7 @@ pub mod extract;
 pub mod openai;
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
 use crate::config::Config;
@@ -17,4 +18,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Dispatcher,
     pub started_at: SystemTime,
+    /// `/ready`: set once start-up (first discovery) is done, cleared when
+    /// shutdown begins so load balancers stop sending new work.
+    pub ready: AtomicBool,
 }

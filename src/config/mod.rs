@@ -203,6 +203,7 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
         "REQUEST_TIMEOUT",
         file.request_timeout,
         60.0,
+        false,
         &mut errors,
     );
     let model_refresh_interval = seconds(
@@ -210,13 +211,15 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
         "MODEL_REFRESH_INTERVAL",
         file.model_refresh_interval,
         300.0,
+        false,
         &mut errors,
     );
-    let shutdown_grace_period = seconds_allow_zero(
+    let shutdown_grace_period = seconds(
         env,
         "SHUTDOWN_GRACE_PERIOD",
         file.shutdown_grace_period,
         30.0,
+        true,
         &mut errors,
     );
     let max_request_body_bytes = parse_env(
@@ -226,7 +229,18 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
         |s| s.parse::<u64>().ok().filter(|n| *n > 0),
         "a positive number of bytes",
     )
-    .or(file.max_request_body_bytes)
+    .or_else(|| {
+        file.max_request_body_bytes.filter(|n| {
+            let ok = *n > 0;
+            if !ok {
+                errors.push(
+                    "max_request_body_bytes (config file): must be a positive number of bytes"
+                        .to_owned(),
+                );
+            }
+            ok
+        })
+    })
     .unwrap_or(10 * 1024 * 1024);
     let max_request_body_bytes = usize::try_from(max_request_body_bytes).unwrap_or(usize::MAX);
 
@@ -235,6 +249,22 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
         .map(str::to_owned)
         .or(file.log_level.clone())
         .unwrap_or_else(|| "info".to_owned());
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    // A bare word must be a level (EnvFilter would read a typo as a target name);
+    // anything with `=` or `,` is a full filter directive.
+    let valid_level = if log_level.contains(['=', ',']) {
+        tracing_subscriber::EnvFilter::try_new(&log_level).is_ok()
+    } else {
+        LEVELS
+            .iter()
+            .any(|l| l.eq_ignore_ascii_case(log_level.trim()))
+    };
+    if !valid_level {
+        errors.push(format!(
+            "LOG_LEVEL: `{log_level}` is not a log level ({}) or a filter directive",
+            LEVELS.join(", ")
+        ));
+    }
     let log_format = match env
         .get("LOG_FORMAT")
         .map(str::to_owned)
@@ -632,53 +662,46 @@ fn parse_env<T>(
     parsed
 }
 
+/// A duration in seconds from `name` (environment) or the file, else `default`.
+/// Zero is allowed only where it means something (`allow_zero`); anything else
+/// invalid is an error naming the source, never a silent default.
 fn seconds(
     env: &dyn Env,
     name: &str,
     file: Option<f64>,
     default: f64,
+    allow_zero: bool,
     errors: &mut Vec<String>,
 ) -> Duration {
-    let from_env = parse_env(
-        env,
-        name,
-        errors,
-        |s| s.parse::<f64>().ok().and_then(positive_duration),
-        "a positive number of seconds",
-    );
-    from_env
-        .or_else(|| {
-            file.and_then(|f| {
-                let d = positive_duration(f);
-                if d.is_none() {
-                    errors.push(format!(
-                        "{}: must be a positive number of seconds, got {f}",
-                        name.to_ascii_lowercase()
-                    ));
-                }
-                d
-            })
-        })
-        .unwrap_or_else(|| Duration::from_secs_f64(default))
-}
-
-fn seconds_allow_zero(
-    env: &dyn Env,
-    name: &str,
-    file: Option<f64>,
-    default: f64,
-    errors: &mut Vec<String>,
-) -> Duration {
-    let valid = |f: f64| (f.is_finite() && f >= 0.0).then(|| Duration::from_secs_f64(f.min(1e9)));
-    parse_env(
-        env,
-        name,
-        errors,
-        |s| s.parse::<f64>().ok().and_then(valid),
-        "a number of seconds (0 or more)",
-    )
-    .or_else(|| file.and_then(valid))
-    .unwrap_or_else(|| Duration::from_secs_f64(default))
+    let valid = |f: f64| {
+        (f.is_finite() && (f > 0.0 || (allow_zero && f == 0.0)))
+            .then(|| Duration::from_secs_f64(f.min(1e9)))
+    };
+    let expected = if allow_zero {
+        "a number of seconds (0 or more)"
+    } else {
+        "a positive number of seconds"
+    };
+    if env.get(name).is_some() {
+        if let Some(d) = parse_env(
+            env,
+            name,
+            errors,
+            |s| s.parse::<f64>().ok().and_then(valid),
+            expected,
+        ) {
+            return d;
+        }
+    } else if let Some(f) = file {
+        match valid(f) {
+            Some(d) => return d,
+            None => errors.push(format!(
+                "{} (config file): must be {expected}, got {f}",
+                name.to_ascii_lowercase()
+            )),
+        }
+    }
+    Duration::from_secs_f64(default)
 }
 
 #[cfg(test)]

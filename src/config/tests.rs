@@ -231,3 +231,58 @@ fn missing_config_file_is_an_error_naming_it() {
         .to_string();
     assert!(err.contains("/nonexistent/llm-router.toml"), "{err}");
 }
+
+#[test]
+fn invalid_values_in_the_file_are_errors_not_defaults() {
+    let path =
+        write_toml("shutdown_grace_period = -1\nmax_request_body_bytes = 0\nrequest_timeout = 0\n");
+    let overrides = Overrides {
+        config_file: Some(path.clone()),
+        ..Overrides::default()
+    };
+    let err = load(&overrides, &EnvMap::default())
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "shutdown_grace_period",
+        "max_request_body_bytes",
+        "request_timeout",
+    ] {
+        assert!(err.contains(needle), "missing {needle}: {err}");
+    }
+    std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn grace_period_may_be_zero_but_timeouts_may_not() {
+    let cfg = load_env(&[("SHUTDOWN_GRACE_PERIOD", "0")]).unwrap();
+    assert_eq!(cfg.shutdown_grace_period, Duration::ZERO);
+    assert!(
+        load_env(&[("REQUEST_TIMEOUT", "0")])
+            .unwrap_err()
+            .to_string()
+            .contains("REQUEST_TIMEOUT")
+    );
+    assert!(load_env(&[("MODEL_REFRESH_INTERVAL", "-3")]).is_err());
+}
+
+#[test]
+fn log_level_and_format_are_validated() {
+    assert!(
+        load_env(&[("LOG_LEVEL", "loud")])
+            .unwrap_err()
+            .to_string()
+            .contains("LOG_LEVEL")
+    );
+    assert!(
+        load_env(&[("LOG_FORMAT", "xml")])
+            .unwrap_err()
+            .to_string()
+            .contains("LOG_FORMAT")
+    );
+    let cfg = load_env(&[("LOG_LEVEL", "debug"), ("LOG_FORMAT", "JSON")]).unwrap();
+    assert_eq!(
+        (cfg.log_level.as_str(), cfg.log_format),
+        ("debug", LogFormat::Json)
+    );
+}

@@ -80,8 +80,8 @@ pub fn parse_list(body: &[u8], service: &str) -> Result<Catalog, String> {
 }
 
 /// Refreshes every service's list concurrently, each bounded by `timeout`.
-/// A failed refresh keeps the last known list (a service that never answered
-/// stays unknown, and so is assumed to support every model).
+/// A failed discovery makes the list unknown again (SPEC 4.2: such a service is
+/// assumed to serve every model; if it does not, its 404 fails over).
 pub async fn refresh_all(client: &UpstreamClient, services: &[Arc<Service>], timeout: Duration) {
     join_all(services.iter().map(|s| refresh_one(client, s, timeout))).await;
 }
@@ -105,13 +105,12 @@ async fn refresh_one(client: &UpstreamClient, service: &Service, timeout: Durati
             service.models.store(Some(Arc::new(catalog)));
         }
         Err(why) => {
-            let known = service.models.load().is_some();
             tracing::warn!(
                 service = service.name(),
                 reason = %why,
-                "model discovery failed; {}",
-                if known { "keeping the last known list" } else { "assuming it serves every model" }
+                "model discovery failed; assuming the service serves every model until it answers"
             );
+            service.models.store(None);
         }
     }
 }

@@ -191,6 +191,18 @@ impl UpstreamClient {
             };
             return decide(status, headers, body, retry_after).map(Reply::Complete);
         }
+        if !is_event_stream(&headers) {
+            // The upstream ignored `stream: true` and answered in one piece: relay it as such.
+            let body = match tokio::time::timeout(timeout, resp.bytes()).await {
+                Ok(body) => body.map_err(|e| classify(&e, timeout))?,
+                Err(_) => return Err(timed_out("no complete answer", timeout)),
+            };
+            return Ok(Reply::Complete(Complete {
+                status,
+                headers,
+                body,
+            }));
+        }
         let mut rest: ChunkStream = Box::pin(
             resp.bytes_stream()
                 .map(|r| r.map_err(|e| describe_reqwest(&e))),
@@ -273,6 +285,18 @@ impl UpstreamClient {
     }
 }
 
+fn is_event_stream(headers: &PassHeaders) -> bool {
+    headers
+        .content_type
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        })
+}
+
 /// Success, pass-through client error, or failure, by status.
 fn decide(
     status: StatusCode,
@@ -346,7 +370,8 @@ pub fn error_message(body: &[u8]) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// `retry-after-ms` (OpenAI) or `retry-after` in seconds.
+/// `retry-after-ms` (OpenAI), or `retry-after` in seconds or as an HTTP date.
+/// Capped at a day: a bogus header must not bench a service for ever.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let parse = |name: &str| {
         headers
@@ -361,7 +386,14 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Some(ms) = parse("retry-after-ms") {
         return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0)));
     }
-    parse("retry-after").map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+    if let Some(secs) = parse("retry-after") {
+        return Some(Duration::from_secs_f64(secs.min(86_400.0)));
+    }
+    let date = httpdate::parse_http_date(headers.get("retry-after")?.to_str().ok()?).ok()?;
+    let wait = date
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(wait.min(Duration::from_secs(86_400)))
 }
 
 fn timed_out(what: &str, timeout: Duration) -> Failure {
@@ -432,5 +464,25 @@ mod tests {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
         h.insert("retry-after-ms", HeaderValue::from_static("1500"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn retry_after_accepts_an_http_date() {
+        let mut h = HeaderMap::new();
+        let at = std::time::SystemTime::now() + Duration::from_secs(120);
+        h.insert(
+            "retry-after",
+            HeaderValue::from_str(&httpdate::fmt_http_date(at)).unwrap(),
+        );
+        let wait = retry_after(&h).unwrap();
+        assert!(
+            wait > Duration::from_secs(115) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        h.insert(
+            "retry-after",
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), Some(Duration::ZERO));
     }
 }

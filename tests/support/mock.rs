@@ -220,6 +220,12 @@ impl MockUpstream {
         self
     }
 
+    /// Changes what `GET /models` answers (`None`: HTTP 500).
+    pub fn set_models(&self, models: Option<&[&str]>) {
+        self.script.lock().unwrap().models =
+            models.map(|m| m.iter().map(|s| s.to_string()).collect());
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.script.lock().unwrap().requests.clone()
     }
