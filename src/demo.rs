@@ -66,14 +66,29 @@ pub async fn run(overrides: &Overrides, env: &EnvMap) -> Result<(), StartupError
         { "name": "steady", "backend_type": "custom", "base_url": format!("http://{steady}/v1"),
           "priority": 1, "timeout": 10 },
     ]);
-    // Only listening and logging settings come from the user's environment: the
-    // demo's services are its own, and it runs without client authentication.
-    let mut demo_env = EnvMap::from_pairs([
-        ("ROUTER_SERVICES", services.to_string()),
-        ("ENABLE_AUTH", "false".to_owned()),
-    ]);
+    // The demo's services are its own. Listening, logging and authentication
+    // settings come from the user's environment: with no key configured, client
+    // authentication is off; with keys, the demo uses them.
+    let mut demo_env = EnvMap::from_pairs([("ROUTER_SERVICES", services.to_string())]);
     demo_env.set("HOST", env.get("HOST").unwrap_or("127.0.0.1").to_owned());
-    for name in ["PORT", "LOG_LEVEL", "LOG_FORMAT", "SHUTDOWN_GRACE_PERIOD"] {
+    let numbered: Vec<String> = (1..=99).map(|i| format!("AUTH_KEY_{i:02}")).collect();
+    let passed = [
+        "PORT",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "SHUTDOWN_GRACE_PERIOD",
+        "ENABLE_AUTH",
+        "AUTH_KEY",
+        "AUTH_HEADER_NAME",
+        "AUTH_KEYS_FILE",
+        "ADMIN_KEY",
+        "AUTH_KEY_RATE_LIMIT",
+    ];
+    for name in passed
+        .iter()
+        .copied()
+        .chain(numbered.iter().map(String::as_str))
+    {
         if let Some(v) = env.get(name) {
             demo_env.set(name, v.to_owned());
         }
@@ -97,38 +112,61 @@ pub async fn run(overrides: &Overrides, env: &EnvMap) -> Result<(), StartupError
         addr: addr.clone(),
         source,
     })?;
-    println!("{}", banner(local));
+    let auth = app
+        .state()
+        .auth
+        .enforced()
+        .then(|| app.state().config.auth.header_name.to_string());
+    println!("{}", banner(local, auth.as_deref()));
     let result = server::run(listener, app, server::shutdown_signal()).await;
     providers.shutdown().await;
     result
 }
 
-fn banner(addr: SocketAddr) -> String {
+/// `auth_header`: `Some(header)` when client keys are enforced.
+fn banner(addr: SocketAddr, auth_header: Option<&str>) -> String {
     let base = format!("http://{addr}");
+    let (auth_line, h, api_key) = match auth_header {
+        None => (
+            "Client authentication is OFF in the demo: any api_key (or none) is accepted."
+                .to_owned(),
+            String::new(),
+            "\"demo\"".to_owned(),
+        ),
+        Some(header) => (
+            format!(
+                "Client authentication is ON with your configured keys: send one in the {header} header \
+                 (below, $AUTH_KEY stands for one of them)."
+            ),
+            format!(" -H \"{header}: Bearer $AUTH_KEY\""),
+            "os.environ[\"AUTH_KEY\"]".to_owned(),
+        ),
+    };
     format!(
         r#"
 llm-router demo is running on {base}
-Client authentication is OFF in the demo: any api_key (or none) is accepted.
+{auth_line}
 
 Simulated providers on loopback:
   flaky   priority 0, fails every 4th call (503), limited to 5 requests per 10 s
   steady  priority 1, always answers; the only one serving "demo-large"
 
 Try it:
-  curl {base}/v1/models
-  curl {base}/v1/chat/completions -H 'Content-Type: application/json' \
+  curl{h} {base}/v1/models
+  curl{h} {base}/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{{"model": "demo-chat", "messages": [{{"role": "user", "content": "Hello!"}}]}}'
-  curl -N {base}/v1/chat/completions -H 'Content-Type: application/json' \
+  curl{h} -N {base}/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{{"model": "demo-chat", "stream": true, "messages": [{{"role": "user", "content": "Stream please"}}]}}'
   # ten quick calls: watch failover and rate limiting pick the service
-  for i in $(seq 10); do curl -s -D - -o /dev/null {base}/v1/chat/completions -H 'Content-Type: application/json' \
+  for i in $(seq 10); do curl{h} -s -D - -o /dev/null {base}/v1/chat/completions -H 'Content-Type: application/json' \
     -d '{{"model": "demo-chat", "messages": [{{"role": "user", "content": "hi"}}]}}' | grep -i x-llm-router-service; done
-  curl {base}/router/stats
-  curl {base}/router/rate-limits
+  curl{h} {base}/router/stats
+  curl{h} {base}/router/rate-limits
 
 Python (pip install openai):
+  import os
   from openai import OpenAI
-  client = OpenAI(base_url="{base}/v1", api_key="demo")
+  client = OpenAI(base_url="{base}/v1", api_key={api_key})
   print(client.chat.completions.create(model="demo-chat", messages=[{{"role": "user", "content": "Hi"}}]).choices[0].message.content)
 
 Press Ctrl-C to stop.

@@ -42,6 +42,21 @@ pub enum Error {
     UnknownRoute { method: String, path: String },
     #[error("Method {method} is not allowed for {path}")]
     MethodNotAllowed { method: String, path: String },
+    /// No client key in the configured header.
+    #[error("Missing API key: send it in the {header} header (`Bearer KEY` or `KEY`)")]
+    MissingApiKey { header: String },
+    /// A key that is not one of ours. The message never repeats it.
+    #[error("Invalid API key provided")]
+    InvalidApiKey,
+    /// A valid client key on an admin-only endpoint.
+    #[error("This endpoint requires the admin key")]
+    AdminRequired,
+    /// This client key used up its own requests-per-window allowance.
+    #[error("Rate limit for this API key exceeded; retry after {retry_after_secs} s")]
+    KeyRateLimited { retry_after_secs: u64 },
+    /// A key reload that would break authentication; the old keys stay.
+    #[error("Key reload refused: {0}")]
+    ReloadRefused(String),
     /// Every eligible service is rate limited or cooling down.
     #[error("All services are rate limited; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
@@ -73,7 +88,12 @@ impl Error {
             Error::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::ModelNotFound(_) | Error::UnknownRoute { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::MissingApiKey { .. } | Error::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            Error::AdminRequired => StatusCode::FORBIDDEN,
+            Error::ReloadRefused(_) => StatusCode::CONFLICT,
+            Error::RateLimited { .. } | Error::KeyRateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Error::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Error::ServiceUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -88,8 +108,11 @@ impl Error {
             | Error::BodyTooLarge { .. }
             | Error::ModelNotFound(_)
             | Error::UnknownRoute { .. }
-            | Error::MethodNotAllowed { .. } => "invalid_request_error",
-            Error::RateLimited { .. } => "rate_limit_exceeded",
+            | Error::MethodNotAllowed { .. }
+            | Error::ReloadRefused(_) => "invalid_request_error",
+            Error::MissingApiKey { .. } | Error::InvalidApiKey => "authentication_error",
+            Error::AdminRequired => "permission_error",
+            Error::RateLimited { .. } | Error::KeyRateLimited { .. } => "rate_limit_exceeded",
             Error::UpstreamUnreachable(_) => "upstream_error",
             Error::ServiceUnavailable(_) => "service_unavailable",
             Error::UpstreamTimeout(_) => "timeout",
@@ -106,7 +129,12 @@ impl Error {
             // SPEC 6 gives one 404 row for an unknown model and an unknown path.
             Error::UnknownRoute { .. } => Some("model_not_found"),
             Error::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            Error::MissingApiKey { .. } => Some("missing_api_key"),
+            Error::InvalidApiKey => Some("invalid_api_key"),
+            Error::AdminRequired => Some("admin_key_required"),
+            Error::ReloadRefused(_) => Some("reload_refused"),
             Error::RateLimited { .. } => Some("rate_limit_exceeded"),
+            Error::KeyRateLimited { .. } => Some("key_rate_limit_exceeded"),
             Error::UpstreamUnreachable(_) => Some("upstream_error"),
             Error::ServiceUnavailable(_) => Some("service_unavailable"),
             Error::UpstreamTimeout(_) => Some("timeout"),
@@ -121,6 +149,11 @@ impl Error {
             Error::BodyTooLarge { .. }
             | Error::UnknownRoute { .. }
             | Error::MethodNotAllowed { .. }
+            | Error::MissingApiKey { .. }
+            | Error::InvalidApiKey
+            | Error::AdminRequired
+            | Error::KeyRateLimited { .. }
+            | Error::ReloadRefused(_)
             | Error::RateLimited { .. }
             | Error::UpstreamUnreachable(_)
             | Error::ServiceUnavailable(_)
@@ -188,8 +221,13 @@ impl IntoResponse for Error {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Error::RateLimited { retry_after_secs } = self {
+        if let Error::RateLimited { retry_after_secs }
+        | Error::KeyRateLimited { retry_after_secs } = self
+        {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        if matches!(self, Error::MissingApiKey { .. } | Error::InvalidApiKey) {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -22,9 +22,9 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::api::{AppState, admin, openai};
-use crate::auth;
-use crate::config::Config;
+use crate::api::{AppState, admin, auth as api_auth, openai};
+use crate::auth::{self, Auth, EnvSource};
+use crate::config::{Config, EnvMap};
 use crate::error::{Error, StartupError};
 use crate::routing::{Dispatcher, models};
 use crate::supervisor::Supervisor;
@@ -42,12 +42,29 @@ pub struct App {
 
 impl App {
     /// Builds the shared state and runs the first discovery round (bounded).
+    /// Key reloads read the process environment over `./.env`.
     pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let source: EnvSource = Arc::new(|| {
+            let cwd = std::env::current_dir()
+                .map_err(|e| format!("cannot read the working directory: {e}"))?;
+            EnvMap::from_process_and_dotenv(&cwd)
+        });
+        Self::build_with_env_source(config, source).await
+    }
+
+    /// Like [`App::build`], with key reloads reading `env_source` (tests, `demo`).
+    pub async fn build_with_env_source(
+        config: Config,
+        env_source: EnvSource,
+    ) -> Result<Self, StartupError> {
         let client = UpstreamClient::new()?;
         let dispatcher = Dispatcher::new(&config, client)?;
+        let auth = Auth::new(&config.auth, config.config_file.clone(), env_source);
+        warn_about_auth(&config, &auth);
         let state = Arc::new(AppState {
             config: Arc::new(config),
             dispatcher,
+            auth,
             started_at: SystemTime::now(),
             ready: AtomicBool::new(false),
         });
@@ -75,6 +92,24 @@ impl App {
                 .await;
             }
         });
+        #[cfg(unix)]
+        {
+            let reloader = Arc::clone(&state);
+            supervisor.spawn("sighup-key-reload", async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                    tracing::warn!(
+                        "cannot listen for SIGHUP; keys reload only through POST /auth/reload-keys"
+                    );
+                    return;
+                };
+                while hangups.recv().await.is_some() {
+                    if let Err(e) = reloader.auth.reload() {
+                        tracing::warn!(error = %e, "SIGHUP key reload refused");
+                    }
+                }
+            });
+        }
         state.ready.store(true, Ordering::Relaxed);
         Ok(Self { state, supervisor })
     }
@@ -84,12 +119,40 @@ impl App {
     }
 }
 
-/// Routes and layers. Client endpoints carry the auth layer; `/health` does not.
+fn warn_about_auth(config: &Config, auth: &Auth) {
+    if config.auth.enabled && !auth.enforced() {
+        tracing::warn!(
+            "ENABLE_AUTH is true but no client key is configured (AUTH_KEY, AUTH_KEY_01.., AUTH_KEYS_FILE, ADMIN_KEY): \
+             client authentication is OFF; set a key, or ENABLE_AUTH=false to silence this warning"
+        );
+    } else if auth.enforced() && !auth.has_admin() {
+        tracing::warn!(
+            "ADMIN_KEY is not set: any valid client key may reset statistics, reset metrics and reload keys"
+        );
+    }
+}
+
+/// Routes and layers. Client endpoints carry the auth layer; `/health` and
+/// `/ready` do not.
 pub fn router(state: Arc<AppState>) -> Router {
-    let client_routes = Router::new()
+    // Calls that cost money: a client key's own limit applies before routing.
+    let routed = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
+        .route_layer(middleware::from_fn(auth::enforce_key_limit));
+    // Mutating endpoints: the admin key only, when one is configured.
+    let admin_only = Router::new()
+        .route("/router/reset-stats", post(admin::reset_stats))
+        .route("/auth/reload-keys", post(api_auth::reload_keys))
+        .route("/auth/reset-metrics", post(api_auth::reset_metrics))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_admin,
+        ));
+    let client_routes = Router::new()
+        .merge(routed)
+        .merge(admin_only)
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model_id}", get(openai::get_model))
         .route("/", get(admin::root))
@@ -97,8 +160,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/router/stats", get(admin::router_stats))
         .route("/router/health", get(admin::router_health))
         .route("/router/rate-limits", get(admin::rate_limits))
-        .route("/router/reset-stats", post(admin::reset_stats))
-        // The one place client authentication plugs in.
+        .route("/auth/status", get(api_auth::status))
+        .route("/auth/metrics", get(api_auth::metrics))
+        // The one place client keys are checked (innermost layers run after it).
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_client_key,

@@ -321,3 +321,127 @@ async fn demo_serves_routes_and_streams_without_keys() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_keys_and_no_key_ever_reaches_the_logs() {
+    let a = MockUpstream::start("A").await;
+    a.set(error(500, "upstream failure to log"));
+    let (old_key, new_key, wrong) = (
+        "sk-hup-old-key-1111111111",
+        "sk-hup-new-key-2222222222",
+        "sk-hup-wrong-key-333333333",
+    );
+    let upstream_key = "sk-upstream-never-logged-4444";
+    let dir = temp_dir("hup");
+    let keys = dir.join("keys.txt");
+    std::fs::write(&keys, format!("{old_key}\n")).unwrap();
+    let log_path = dir.join("router.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let port = free_port();
+    let mut c = command(&dir);
+    c.env(
+        "ROUTER_SERVICES",
+        json!([svc_with(&a, json!({"api_key": upstream_key}))]).to_string(),
+    )
+    .env("AUTH_KEYS_FILE", &keys)
+    .env("HOST", "127.0.0.1")
+    .env("PORT", port.to_string())
+    .env("LOG_LEVEL", "debug")
+    .stdout(Stdio::from(log.try_clone().unwrap()))
+    .stderr(Stdio::from(log));
+    let mut child = c.spawn().unwrap();
+    wait_healthy(port).await;
+    let client = http_client();
+    let url = |p: &str| format!("http://127.0.0.1:{port}{p}");
+    let chat = chat_request("test-model", json!({}));
+    assert_eq!(
+        client
+            .post(url("/v1/chat/completions?api_key=sk-in-query-5555"))
+            .bearer_auth(old_key)
+            .json(&chat)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        client
+            .post(url("/v1/chat/completions"))
+            .bearer_auth(wrong)
+            .json(&chat)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        client
+            .get(url("/v1/models"))
+            .bearer_auth(new_key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    std::fs::write(&keys, format!("{new_key}\n")).unwrap();
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut accepted = false;
+    for _ in 0..250 {
+        if client
+            .get(url("/v1/models"))
+            .bearer_auth(new_key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(accepted, "SIGHUP did not reload the keys file");
+    assert_eq!(
+        client
+            .get(url("/v1/models"))
+            .bearer_auth(old_key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+
+    sigterm(&child);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        logs.contains("client keys reloaded") && logs.contains("upstream call failed"),
+        "{logs}"
+    );
+    for secret in [old_key, new_key, wrong, upstream_key, "sk-in-query-5555"] {
+        assert!(
+            !logs.contains(secret),
+            "{secret} appears in the logs:\n{logs}"
+        );
+    }
+}

@@ -2,6 +2,7 @@
 //! hold no routing logic of their own.
 
 pub mod admin;
+pub mod auth;
 pub mod extract;
 pub mod openai;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::SystemTime;
 
+use crate::auth::Auth;
 use crate::config::Config;
 use crate::routing::Dispatcher;
 
@@ -17,6 +19,7 @@ use crate::routing::Dispatcher;
 pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Dispatcher,
+    pub auth: Auth,
     pub started_at: SystemTime,
     /// `/ready`: set once start-up (first discovery) is done, cleared when
     /// shutdown begins so load balancers stop sending new work.

@@ -31,6 +31,8 @@ pub struct FileAuth {
     pub keys_file: Option<String>,
     pub admin_key: Option<String>,
     pub metrics_public: Option<bool>,
+    /// `"N/W"`: requests per window seconds for each client key.
+    pub key_rate_limit: Option<String>,
 }
 
 /// One service as written in `ROUTER_SERVICES` or a `[[services]]` table.

@@ -4,6 +4,7 @@
 //!
 //! Nothing outside this module reads a raw environment string.
 
+mod auth;
 pub mod env;
 mod file;
 mod secret;
@@ -12,9 +13,9 @@ use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::HeaderName;
 use url::Url;
 
+pub use auth::AuthConfig;
 pub use env::{Env, EnvMap};
 pub use secret::{Secret, mask};
 
@@ -89,17 +90,6 @@ pub enum LogFormat {
     Json,
 }
 
-/// Client authentication settings (enforced by the auth layer).
-#[derive(Debug, Clone)]
-pub struct AuthConfig {
-    pub enabled: bool,
-    pub header_name: HeaderName,
-    pub keys: Vec<Secret>,
-    pub keys_file: Option<PathBuf>,
-    pub admin_key: Option<Secret>,
-    pub metrics_public: bool,
-}
-
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -118,6 +108,8 @@ pub struct Config {
     pub services_source: &'static str,
     /// Things accepted but worth saying (logged once logging is up).
     pub warnings: Vec<String>,
+    /// The TOML file read, if any (re-read by `POST /auth/reload-keys`).
+    pub config_file: Option<PathBuf>,
 }
 
 /// What the command line contributes (highest precedence).
@@ -314,7 +306,7 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
     // Stable: ties keep configuration order.
     services.sort_by_key(|s| s.priority);
 
-    let auth = load_auth(env, file_auth, &mut errors);
+    let auth = auth::load(env, file_auth, &mut errors);
 
     if !errors.is_empty() {
         return Err(ConfigError(errors));
@@ -332,6 +324,7 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
         auth,
         services_source: source,
         warnings,
+        config_file: file_path,
     })
 }
 
@@ -562,80 +555,12 @@ fn validate_service(
     })
 }
 
-fn load_auth(env: &dyn Env, file: Option<&file::FileAuth>, errors: &mut Vec<String>) -> AuthConfig {
-    let enabled = match env.get("ENABLE_AUTH") {
-        Some(v) => parse_bool(v).unwrap_or_else(|| {
-            errors.push(format!("ENABLE_AUTH: `{v}` is not a boolean (true/false)"));
-            true
-        }),
-        None => file.and_then(|f| f.enabled).unwrap_or(true),
-    };
-    let header_raw = env
-        .get("AUTH_HEADER_NAME")
-        .map(str::to_owned)
-        .or_else(|| file.and_then(|f| f.header_name.clone()))
-        .unwrap_or_else(|| "Authorization".to_owned());
-    let header_name = HeaderName::from_bytes(header_raw.trim().as_bytes()).unwrap_or_else(|_| {
-        errors.push(format!(
-            "AUTH_HEADER_NAME: `{header_raw}` is not a valid HTTP header name"
-        ));
-        http::header::AUTHORIZATION
-    });
-    let mut keys = Vec::new();
-    if let Some(k) = env.get("AUTH_KEY") {
-        keys.push(Secret::new(k.trim()));
-    } else {
-        for i in 1..=99 {
-            match env.get(&format!("AUTH_KEY_{i:02}")) {
-                Some(k) => keys.push(Secret::new(k.trim())),
-                None => break,
-            }
-        }
-    }
-    if keys.is_empty() {
-        if let Some(file_keys) = file.and_then(|f| f.keys.as_ref()) {
-            keys.extend(
-                file_keys
-                    .iter()
-                    .filter(|k| !k.trim().is_empty())
-                    .map(|k| Secret::new(k.trim())),
-            );
-        }
-    }
-    let keys_file = env
-        .get("AUTH_KEYS_FILE")
-        .map(PathBuf::from)
-        .or_else(|| file.and_then(|f| f.keys_file.as_ref()).map(PathBuf::from));
-    let admin_key = env
-        .get("ADMIN_KEY")
-        .map(str::to_owned)
-        .or_else(|| file.and_then(|f| f.admin_key.clone()))
-        .map(|k| Secret::new(k.trim()));
-    let metrics_public = match env.get("METRICS_PUBLIC") {
-        Some(v) => parse_bool(v).unwrap_or_else(|| {
-            errors.push(format!(
-                "METRICS_PUBLIC: `{v}` is not a boolean (true/false)"
-            ));
-            false
-        }),
-        None => file.and_then(|f| f.metrics_public).unwrap_or(false),
-    };
-    AuthConfig {
-        enabled,
-        header_name,
-        keys,
-        keys_file,
-        admin_key,
-        metrics_public,
-    }
-}
-
 fn backend_list() -> String {
     BackendType::ALL.map(BackendType::as_str).join(", ")
 }
 
 /// Booleans as pydantic read them.
-fn parse_bool(v: &str) -> Option<bool> {
+pub(crate) fn parse_bool(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "t" | "yes" | "y" | "on" => Some(true),
         "0" | "false" | "f" | "no" | "n" | "off" => Some(false),

@@ -9,7 +9,7 @@
 
 pub mod mock;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use mock::*;
@@ -37,6 +37,8 @@ pub fn svc_with(up: &MockUpstream, extra: Value) -> Value {
 /// A running router.
 pub struct TestRouter {
     pub url: String,
+    /// The variables a key reload reads (change them with [`TestRouter::set_env`]).
+    env: Arc<Mutex<Vec<(String, String)>>>,
     pub state: Arc<AppState>,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
@@ -57,9 +59,15 @@ impl TestRouter {
             ("SHUTDOWN_GRACE_PERIOD".into(), "5".into()),
         ];
         pairs.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let cfg = config::load(&Overrides::default(), &EnvMap::from_pairs(pairs))
+        let cfg = config::load(&Overrides::default(), &EnvMap::from_pairs(pairs.clone()))
             .expect("valid test configuration");
-        let app = llm_router::App::build(cfg).await.expect("app builds");
+        let env = Arc::new(Mutex::new(pairs));
+        let source_env = Arc::clone(&env);
+        let source: llm_router::auth::EnvSource =
+            Arc::new(move || Ok(EnvMap::from_pairs(source_env.lock().unwrap().clone())));
+        let app = llm_router::App::build_with_env_source(cfg, source)
+            .await
+            .expect("app builds");
         let state = Arc::clone(app.state());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -74,11 +82,45 @@ impl TestRouter {
         let http = http_client();
         Self {
             url,
+            env,
             state,
             http,
             shutdown: Some(tx),
             handle: Some(handle),
         }
+    }
+
+    /// Sets (or, with `None`, removes) a variable for the next key reload.
+    pub fn set_env(&self, name: &str, value: Option<&str>) {
+        let mut env = self.env.lock().unwrap();
+        env.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        if let Some(v) = value {
+            env.push((name.to_owned(), v.to_owned()));
+        }
+    }
+
+    /// A request builder for `path`.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    /// `GET path` with `Authorization: Bearer key`.
+    pub async fn get_with_key(&self, path: &str, key: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, path)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `POST path` (JSON body) with `Authorization: Bearer key`.
+    pub async fn post_with_key(&self, path: &str, body: &Value, key: &str) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path)
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
