@@ -14,13 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::{HeaderMap, HeaderName, StatusCode};
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
 use crate::api::AppState;
+use crate::api::extract::reject;
 use crate::config::{self, AuthConfig, EnvMap, Overrides, RateLimit, Secret};
 use crate::error::Error;
 use crate::ratelimit::{Admission, RateLimiter};
@@ -332,7 +333,7 @@ pub async fn require_client_key(
     }
     let identity = match auth.identify(request.headers()) {
         Ok(identity) => identity,
-        Err(e) => return e.into_response(),
+        Err(e) => return reject(request, e).await,
     };
     request.extensions_mut().insert(identity.clone());
     let response = next.run(request).await;
@@ -352,7 +353,7 @@ pub async fn require_admin(
             .get::<Identity>()
             .is_some_and(|i| i.is_admin);
         if !is_admin {
-            return Error::AdminRequired.into_response();
+            return reject(request, Error::AdminRequired).await;
         }
     }
     next.run(request).await
@@ -368,10 +369,13 @@ pub async fn enforce_key_limit(request: Request, next: Next) -> Response {
     {
         if let Admission::Full { retry_after } = limiter.try_admit(Instant::now()) {
             let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            return Error::KeyRateLimited {
-                retry_after_secs: secs,
-            }
-            .into_response();
+            return reject(
+                request,
+                Error::KeyRateLimited {
+                    retry_after_secs: secs,
+                },
+            )
+            .await;
         }
     }
     next.run(request).await

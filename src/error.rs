@@ -226,6 +226,10 @@ impl IntoResponse for Error {
         {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
         }
+        if matches!(self, Error::BodyTooLarge { .. }) {
+            // The rest of the body is not read: this connection cannot carry another request.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if matches!(self, Error::MissingApiKey { .. } | Error::InvalidApiKey) {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::api::extract::{discard_unused_body, reject};
 use crate::api::{AppState, admin, auth as api_auth, openai};
 use crate::auth::{self, Auth, EnvSource};
 use crate::config::{Config, EnvMap};
@@ -150,8 +151,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             auth::require_admin,
         ));
-    let client_routes = Router::new()
-        .merge(routed)
+    // Endpoints that take no body: whatever a client sends is drained first, so
+    // its keep-alive connection stays usable.
+    let bodiless = Router::new()
         .merge(admin_only)
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model_id}", get(openai::get_model))
@@ -162,6 +164,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/router/rate-limits", get(admin::rate_limits))
         .route("/auth/status", get(api_auth::status))
         .route("/auth/metrics", get(api_auth::metrics))
+        .route_layer(middleware::from_fn(discard_unused_body));
+    let client_routes = Router::new()
+        .merge(routed)
+        .merge(bodiless)
         // The one place client keys are checked (innermost layers run after it).
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
@@ -169,7 +175,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     let public_routes = Router::new()
         .route("/health", get(admin::health))
-        .route("/ready", get(admin::ready));
+        .route("/ready", get(admin::ready))
+        .route_layer(middleware::from_fn(discard_unused_body));
 
     client_routes
         .merge(public_routes)
@@ -186,18 +193,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn unknown_route(request: Request) -> Error {
-    Error::UnknownRoute {
+async fn unknown_route(request: Request) -> Response {
+    let error = Error::UnknownRoute {
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),
-    }
+    };
+    reject(request, error).await
 }
 
-async fn method_not_allowed(request: Request) -> Error {
-    Error::MethodNotAllowed {
+async fn method_not_allowed(request: Request) -> Response {
+    let error = Error::MethodNotAllowed {
         method: request.method().to_string(),
         path: request.uri().path().to_owned(),
-    }
+    };
+    reject(request, error).await
 }
 
 fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {

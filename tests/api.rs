@@ -270,3 +270,95 @@ async fn ready_is_200_while_serving_and_503_once_not_ready() {
         .store(false, std::sync::atomic::Ordering::Relaxed);
     assert_error(router.get("/ready").await, 503, "service_unavailable").await;
 }
+
+/// Sends `head` + `body` on one connection, the body after a pause (so the
+/// router answers before it has arrived), and returns the status line read.
+async fn exchange(sock: &mut tokio::net::TcpStream, head: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    sock.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    sock.write_all(body.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 4096];
+    // read one full response: head + content-length body
+    loop {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(3), sock.read(&mut tmp))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed; got so far: {}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&tmp[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return text.lines().next().unwrap().to_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_stays_usable_after_answers_that_ignore_the_body() {
+    let a = MockUpstream::start("A").await;
+    let router = TestRouter::start_with(
+        vec![svc(&a)],
+        &[
+            ("ENABLE_AUTH", "true"),
+            ("AUTH_KEY", "sk-keepalive-key-000000"),
+        ],
+    )
+    .await;
+    let addr = router.url.trim_start_matches("http://").to_owned();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = r#"{"model":"test-model","messages":[{"role":"user","content":"hi"}]}"#;
+    let req = |method: &str, path: &str, auth: bool| {
+        let key = if auth {
+            "authorization: Bearer sk-keepalive-key-000000\r\n"
+        } else {
+            ""
+        };
+        format!(
+            "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{key}content-length: {}\r\n\r\n",
+            body.len()
+        )
+    };
+    // an auth rejection, a body-less GET with a body, a POST admin call, an unknown path, then real work
+    assert!(
+        exchange(&mut sock, &req("POST", "/v1/chat/completions", false), body)
+            .await
+            .contains("401")
+    );
+    assert!(
+        exchange(&mut sock, &req("GET", "/v1/models", true), body)
+            .await
+            .contains("200")
+    );
+    assert!(
+        exchange(&mut sock, &req("POST", "/router/reset-stats", true), body)
+            .await
+            .contains("200")
+    );
+    assert!(
+        exchange(&mut sock, &req("GET", "/nowhere", true), body)
+            .await
+            .contains("404")
+    );
+    assert!(
+        exchange(&mut sock, &req("POST", "/v1/chat/completions", true), body)
+            .await
+            .contains("200")
+    );
+    assert_eq!(a.post_count(), 1);
+}
