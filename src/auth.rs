@@ -20,8 +20,7 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
-use crate::api::AppState;
-use crate::api::extract::reject;
+use crate::body::reject;
 use crate::config::{self, AuthConfig, EnvMap, Overrides, RateLimit, Secret};
 use crate::error::Error;
 use crate::ratelimit::{Admission, RateLimiter};
@@ -123,6 +122,10 @@ impl KeySet {
         Self { keys, admin }
     }
 
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.admin.is_none()
+    }
+
     /// Constant time in the key values: every key is compared, no early exit.
     fn find(&self, candidate: &[u8]) -> Option<(&ClientKey, bool)> {
         let mut found = None;
@@ -149,8 +152,9 @@ pub struct Identity {
 
 /// The authentication state of a running router.
 pub struct Auth {
-    /// Checking keys at all (ENABLE_AUTH and at least one key or an admin key).
-    enforced: bool,
+    /// `ENABLE_AUTH`. Keys are checked when this is on and the current set has
+    /// at least one key (the Python router's auth was optional without keys).
+    enabled: bool,
     header: HeaderName,
     key_limit: Option<RateLimit>,
     /// Swapped whole by a reload; requests in flight keep the set they loaded.
@@ -161,10 +165,9 @@ pub struct Auth {
 
 impl Auth {
     pub fn new(cfg: &AuthConfig, config_file: Option<PathBuf>, env_source: EnvSource) -> Self {
-        let enforced = cfg.enabled && (!cfg.keys.is_empty() || cfg.admin_key.is_some());
         let set = KeySet::build(cfg, cfg.key_rate_limit, None);
         Self {
-            enforced,
+            enabled: cfg.enabled,
             header: cfg.header_name.clone(),
             key_limit: cfg.key_rate_limit,
             set: ArcSwap::from_pointee(set),
@@ -173,8 +176,9 @@ impl Auth {
         }
     }
 
+    /// Whether client keys are checked now (a reload that adds the first key turns it on).
     pub fn enforced(&self) -> bool {
-        self.enforced
+        self.enabled && !self.set.load().is_empty()
     }
 
     pub fn has_admin(&self) -> bool {
@@ -188,7 +192,7 @@ impl Auth {
     /// The identity behind the request's key, or why there is none.
     fn identify(&self, headers: &HeaderMap) -> Result<Identity, Error> {
         let missing = || Error::MissingApiKey {
-            header: self.header.to_string(),
+            header: header_display(&self.header),
         };
         let raw = headers.get(&self.header).ok_or_else(missing)?.as_bytes();
         let candidate = strip_bearer(raw);
@@ -214,7 +218,7 @@ impl Auth {
         let cfg =
             config::load(&overrides, &env).map_err(|e| Error::ReloadRefused(e.to_string()))?;
         let auth = cfg.auth;
-        if self.enforced && auth.keys.is_empty() && auth.admin_key.is_none() {
+        if self.enforced() && auth.keys.is_empty() && auth.admin_key.is_none() {
             return Err(Error::ReloadRefused(
                 "the new configuration has no client key while authentication is enabled; keeping the current keys".to_owned(),
             ));
@@ -240,7 +244,7 @@ impl Auth {
 
     pub fn status_json(&self) -> Value {
         json!({
-            "enabled": self.enforced,
+            "enabled": self.enforced(),
             "auth_header": header_display(&self.header),
             "valid_keys_count": self.valid_keys_count(),
             "admin_key_configured": self.has_admin(),
@@ -276,7 +280,7 @@ impl Auth {
             );
         }
         json!({
-            "enabled": self.enforced,
+            "enabled": self.enforced(),
             "valid_keys_count": set.keys.len(),
             "total_requests": total,
             "total_success": success,
@@ -301,7 +305,7 @@ fn strip_bearer(raw: &[u8]) -> &[u8] {
 }
 
 /// `Authorization`, not `authorization`, as the Python router reported it.
-fn header_display(h: &HeaderName) -> String {
+pub fn header_display(h: &HeaderName) -> String {
     h.as_str()
         .split('-')
         .map(|part| {
@@ -323,17 +327,22 @@ fn timestamp(ms: u64) -> Value {
 
 /// Every client route: a valid key or a 401. Counts the outcome per key.
 pub async fn require_client_key(
-    State(state): State<Arc<AppState>>,
+    State(auth): State<Arc<Auth>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    let auth = &state.auth;
     if !auth.enforced() {
         return next.run(request).await;
     }
     let identity = match auth.identify(request.headers()) {
         Ok(identity) => identity,
-        Err(e) => return reject(request, e).await,
+        Err(e) => {
+            tracing::info!(
+                reason = e.code().unwrap_or("unknown"),
+                "client authentication failed"
+            );
+            return reject(request, e).await;
+        }
     };
     request.extensions_mut().insert(identity.clone());
     let response = next.run(request).await;
@@ -341,18 +350,25 @@ pub async fn require_client_key(
     response
 }
 
-/// Mutating admin routes: when an admin key is configured, only it passes.
+/// Mutating admin routes: when an admin key is configured, only it passes,
+/// even with client authentication off.
 pub async fn require_admin(
-    State(state): State<Arc<AppState>>,
+    State(auth): State<Arc<Auth>>,
     request: Request,
     next: Next,
 ) -> Response {
-    if state.auth.enforced() && state.auth.has_admin() {
-        let is_admin = request
-            .extensions()
-            .get::<Identity>()
-            .is_some_and(|i| i.is_admin);
+    if auth.has_admin() {
+        let is_admin = match request.extensions().get::<Identity>() {
+            Some(identity) => identity.is_admin,
+            // Authentication is off: the admin key is checked here alone.
+            None => match auth.identify(request.headers()) {
+                Ok(identity) => identity.is_admin,
+                Err(e @ Error::MissingApiKey { .. }) => return reject(request, e).await,
+                Err(_) => false,
+            },
+        };
         if !is_admin {
+            tracing::info!("admin endpoint refused to a non-admin key");
             return reject(request, Error::AdminRequired).await;
         }
     }

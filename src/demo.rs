@@ -116,7 +116,7 @@ pub async fn run(overrides: &Overrides, env: &EnvMap) -> Result<(), StartupError
         .state()
         .auth
         .enforced()
-        .then(|| app.state().config.auth.header_name.to_string());
+        .then(|| crate::auth::header_display(&app.state().config.auth.header_name));
     println!("{}", banner(local, auth.as_deref()));
     let result = server::run(listener, app, server::shutdown_signal()).await;
     providers.shutdown().await;

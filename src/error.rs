@@ -134,7 +134,8 @@ impl Error {
             Error::AdminRequired => Some("admin_key_required"),
             Error::ReloadRefused(_) => Some("reload_refused"),
             Error::RateLimited { .. } => Some("rate_limit_exceeded"),
-            Error::KeyRateLimited { .. } => Some("key_rate_limit_exceeded"),
+            // SPEC 6: every 429 is `rate_limit_exceeded`; the message tells which limit.
+            Error::KeyRateLimited { .. } => Some("rate_limit_exceeded"),
             Error::UpstreamUnreachable(_) => Some("upstream_error"),
             Error::ServiceUnavailable(_) => Some("service_unavailable"),
             Error::UpstreamTimeout(_) => Some("timeout"),

@@ -108,17 +108,27 @@ fn describe(config: &Config) -> String {
     }
     let _ = writeln!(out, "listen: {}:{}", config.host, config.port);
     let auth = &config.auth;
+    let state = match (
+        auth.enabled,
+        auth.keys.is_empty() && auth.admin_key.is_none(),
+    ) {
+        (false, _) => "disabled (ENABLE_AUTH=false)",
+        (true, true) => "OFF: ENABLE_AUTH is true but no client key is configured",
+        (true, false) => "enabled",
+    };
+    let limit = auth.key_rate_limit.map_or_else(String::new, |r| {
+        format!(", per-key limit {}/{}s", r.requests, r.window.as_secs_f64())
+    });
+    let admin = if auth.admin_key.is_some() {
+        "admin key set"
+    } else {
+        "no admin key"
+    };
     let _ = writeln!(
         out,
-        "client auth: {} ({} key(s), header {}){}",
-        if auth.enabled { "enabled" } else { "disabled" },
+        "client auth: {state} ({} key(s), header {}, {admin}{limit})",
         auth.keys.len(),
-        auth.header_name,
-        if auth.admin_key.is_some() {
-            ", admin key set"
-        } else {
-            ""
-        }
+        auth.header_name
     );
     for w in &config.warnings {
         let _ = writeln!(out, "warning: {w}");

@@ -22,9 +22,9 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::api::extract::{discard_unused_body, reject};
 use crate::api::{AppState, admin, auth as api_auth, openai};
 use crate::auth::{self, Auth, EnvSource};
+use crate::body::{discard_unused_body, reject};
 use crate::config::{Config, EnvMap};
 use crate::error::{Error, StartupError};
 use crate::routing::{Dispatcher, models};
@@ -60,7 +60,11 @@ impl App {
     ) -> Result<Self, StartupError> {
         let client = UpstreamClient::new()?;
         let dispatcher = Dispatcher::new(&config, client)?;
-        let auth = Auth::new(&config.auth, config.config_file.clone(), env_source);
+        let auth = Arc::new(Auth::new(
+            &config.auth,
+            config.config_file.clone(),
+            env_source,
+        ));
         warn_about_auth(&config, &auth);
         let state = Arc::new(AppState {
             config: Arc::new(config),
@@ -148,7 +152,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/reload-keys", post(api_auth::reload_keys))
         .route("/auth/reset-metrics", post(api_auth::reset_metrics))
         .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
+            Arc::clone(&state.auth),
             auth::require_admin,
         ));
     // Endpoints that take no body: whatever a client sends is drained first, so
@@ -170,7 +174,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(bodiless)
         // The one place client keys are checked (innermost layers run after it).
         .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state),
+            Arc::clone(&state.auth),
             auth::require_client_key,
         ));
     let public_routes = Router::new()

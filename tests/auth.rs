@@ -491,3 +491,75 @@ async fn a_reload_keeps_the_counters_of_keys_that_stay() {
         .unwrap();
     assert_eq!(m["keys_metrics"]["sk-a...wxyz"]["requests_count"], 1);
 }
+
+#[tokio::test]
+async fn an_admin_key_guards_mutating_endpoints_even_with_authentication_off() {
+    let a = MockUpstream::start("A").await;
+    let router = TestRouter::start_with(
+        vec![svc(&a)],
+        &[("ENABLE_AUTH", "false"), ("ADMIN_KEY", ADMIN)],
+    )
+    .await;
+    assert_eq!(
+        router.post("/v1/chat/completions", &chat()).await.status(),
+        200,
+        "client calls stay open"
+    );
+    assert_error(
+        router.post("/router/reset-stats", &json!({})).await,
+        401,
+        "missing_api_key",
+    )
+    .await;
+    assert_error(
+        router
+            .post_with_key("/router/reset-stats", &json!({}), KEY1)
+            .await,
+        403,
+        "permission_error",
+    )
+    .await;
+    assert_eq!(
+        router
+            .post_with_key("/router/reset-stats", &json!({}), ADMIN)
+            .await
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_adds_the_first_key_turns_checking_on() {
+    let a = MockUpstream::start("A").await;
+    let router = TestRouter::start_with(
+        vec![svc(&a)],
+        &[("ENABLE_AUTH", "true"), ("AUTH_KEY", "   ")],
+    )
+    .await;
+    assert_eq!(
+        router.post("/v1/chat/completions", &chat()).await.status(),
+        200,
+        "a blank key is no key"
+    );
+    router.set_env("AUTH_KEY", Some(KEY1));
+    let r: Value = router
+        .post("/auth/reload-keys", &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["valid_keys_count"], 1);
+    assert_error(
+        router.post("/v1/chat/completions", &chat()).await,
+        401,
+        "missing_api_key",
+    )
+    .await;
+    assert_eq!(
+        router
+            .post_with_key("/v1/chat/completions", &chat(), KEY1)
+            .await
+            .status(),
+        200
+    );
+}

@@ -112,56 +112,6 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, Error> {
         })
 }
 
-/// Most a body-less endpoint reads of a body it does not use.
-const DISCARD_LIMIT: usize = 64 * 1024;
-
-/// Reads and drops a body the handler will not use. hyper closes a keep-alive
-/// connection whose request body was left unread, and a client that already
-/// reused it would see the next request fail; a small body read here keeps the
-/// connection usable. `false`: the body was too large or too slow to drain.
-pub async fn discard_body(body: axum::body::Body) -> bool {
-    let drain = axum::body::to_bytes(body, DISCARD_LIMIT);
-    matches!(
-        tokio::time::timeout(std::time::Duration::from_secs(1), drain).await,
-        Ok(Ok(_))
-    )
-}
-
-/// Tells the client this connection ends with the response (its request body
-/// was not read to the end).
-pub fn close_connection(response: &mut axum::response::Response) {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
-}
-
-/// Layer for endpoints that take no body: drain it before the handler runs.
-pub async fn discard_unused_body(
-    request: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let (parts, body) = request.into_parts();
-    let drained = discard_body(body).await;
-    let mut response = next
-        .run(Request::from_parts(parts, axum::body::Body::empty()))
-        .await;
-    if !drained {
-        close_connection(&mut response);
-    }
-    response
-}
-
-/// A rejection sent before the request body was used: drain it first.
-pub async fn reject(request: Request, error: Error) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let drained = discard_body(request.into_body()).await;
-    let mut response = error.into_response();
-    if !drained {
-        close_connection(&mut response);
-    }
-    response
-}
-
 /// A request body within the configured size limit (413 past it).
 pub struct LimitedBody(pub Bytes);
 

@@ -19,7 +19,8 @@ use crate::routing::Dispatcher;
 pub struct AppState {
     pub config: Arc<Config>,
     pub dispatcher: Dispatcher,
-    pub auth: Auth,
+    /// Shared with the auth middleware, which needs nothing else.
+    pub auth: Arc<Auth>,
     pub started_at: SystemTime,
     /// `/ready`: set once start-up (first discovery) is done, cleared when
     /// shutdown begins so load balancers stop sending new work.

@@ -56,12 +56,19 @@ pub(super) fn load(env: &dyn Env, file: Option<&FileAuth>, errors: &mut Vec<Stri
 
     // AUTH_KEY, when set, is the only key; else AUTH_KEY_01.. up to the first gap.
     let mut keys = Vec::new();
-    if let Some(k) = env.get("AUTH_KEY") {
-        keys.push(Secret::new(k.trim()));
+    // A whitespace-only value counts as unset, like an empty one.
+    let key = |name: &str| {
+        env.get(name)
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(Secret::new)
+    };
+    if let Some(k) = key("AUTH_KEY") {
+        keys.push(k);
     } else {
         for i in 1..=99 {
-            match env.get(&format!("AUTH_KEY_{i:02}")) {
-                Some(k) => keys.push(Secret::new(k.trim())),
+            match key(&format!("AUTH_KEY_{i:02}")) {
+                Some(k) => keys.push(k),
                 None => break,
             }
         }
@@ -145,8 +152,9 @@ pub fn read_keys_file(path: &Path) -> Result<Vec<Secret>, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Ok(text
         .lines()
-        .map(|l| l.split_once('#').map_or(l, |(before, _)| before).trim())
-        .filter(|l| !l.is_empty())
+        .map(str::trim)
+        // Whole-line comments only: a key may contain `#`.
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(Secret::new)
         .collect())
 }
@@ -182,7 +190,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("llm-router-keys-{}", std::process::id()));
         std::fs::write(
             &path,
-            "# team keys\nsk-file-one\n\n  sk-file-two   # laptop\nsk-var\n",
+            "# team keys\nsk-file-one\n\n  sk-file-#two  \nsk-var\n",
         )
         .unwrap();
         let (cfg, errors) = auth(&[
@@ -191,7 +199,7 @@ mod tests {
         ]);
         assert!(errors.is_empty(), "{errors:?}");
         let keys: Vec<&str> = cfg.keys.iter().map(Secret::expose).collect();
-        assert_eq!(keys, ["sk-var", "sk-file-one", "sk-file-two"]);
+        assert_eq!(keys, ["sk-var", "sk-file-one", "sk-file-#two"]);
         std::fs::remove_file(path).unwrap();
     }
 
