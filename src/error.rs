@@ -173,6 +173,27 @@ impl Error {
         }
     }
 
+    /// A short, fixed name for logs and metric labels.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::BodyTooLarge { .. } => "body_too_large",
+            Error::ModelNotFound(_) => "model_not_found",
+            Error::UnknownRoute { .. } => "unknown_route",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
+            Error::MissingApiKey { .. } => "missing_api_key",
+            Error::InvalidApiKey => "invalid_api_key",
+            Error::AdminRequired => "admin_required",
+            Error::KeyRateLimited { .. } => "key_rate_limited",
+            Error::ReloadRefused(_) => "reload_refused",
+            Error::RateLimited { .. } => "all_rate_limited",
+            Error::UpstreamUnreachable(_) => "upstream_unreachable",
+            Error::UpstreamTimeout(_) => "upstream_timeout",
+            Error::ServiceUnavailable(_) => "service_unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// The OpenAI-shaped JSON body of this error.
     pub fn body(&self) -> Vec<u8> {
         error_body(
@@ -214,9 +235,27 @@ pub fn error_body(message: &str, kind: &str, code: Option<&str>, param: Option<&
     })
 }
 
+/// The [`Error::metric_label`] of an error response (a response extension),
+/// for the access layer.
+#[derive(Clone, Copy, Debug)]
+pub struct ErrorLabel(pub &'static str);
+
+impl ErrorLabel {
+    /// Refusals by client authentication (counted as auth failures).
+    pub fn is_auth(label: &str) -> bool {
+        matches!(
+            label,
+            "missing_api_key" | "invalid_api_key" | "admin_required" | "key_rate_limited"
+        )
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let mut response = (self.status(), self.body()).into_response();
+        response
+            .extensions_mut()
+            .insert(ErrorLabel(self.metric_label()));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

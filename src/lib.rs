@@ -6,6 +6,7 @@
 //! [`server::run`] on a listener the caller bound (port 0 in tests).
 //! See ARCHITECTURE.md for the map.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod body;
@@ -14,7 +15,9 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod ratelimit;
+pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod stats;

@@ -6,12 +6,12 @@ use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,9 +27,11 @@ use crate::auth::{self, Auth, EnvSource};
 use crate::body::{discard_unused_body, reject};
 use crate::config::{Config, EnvMap};
 use crate::error::{Error, StartupError};
+use crate::metrics::Metrics;
 use crate::routing::{Dispatcher, models};
 use crate::supervisor::Supervisor;
 use crate::upstream::UpstreamClient;
+use crate::{access, request_id};
 
 /// The first model discovery may delay start-up by at most this long.
 const FIRST_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,7 +61,7 @@ impl App {
         env_source: EnvSource,
     ) -> Result<Self, StartupError> {
         let client = UpstreamClient::new()?;
-        let dispatcher = Dispatcher::new(&config, client)?;
+        let dispatcher = Dispatcher::new(&config, client, Arc::new(Metrics::new()))?;
         let auth = Arc::new(Auth::new(
             &config.auth,
             config.config_file.clone(),
@@ -157,8 +159,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     // Endpoints that take no body: whatever a client sends is drained first, so
     // its keep-alive connection stays usable.
+    // /metrics needs a key unless METRICS_PUBLIC says otherwise.
+    let metrics_route = Router::new().route("/metrics", get(admin::metrics));
+    let (keyed_metrics, public_metrics) = if state.config.auth.metrics_public {
+        (Router::new(), metrics_route)
+    } else {
+        (metrics_route, Router::new())
+    };
     let bodiless = Router::new()
         .merge(admin_only)
+        .merge(keyed_metrics)
         .route("/v1/models", get(openai::list_models))
         .route("/v1/models/{*model_id}", get(openai::get_model))
         .route("/", get(admin::root))
@@ -178,6 +188,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             auth::require_client_key,
         ));
     let public_routes = Router::new()
+        .merge(public_metrics)
         .route("/health", get(admin::health))
         .route("/ready", get(admin::ready))
         .route_layer(middleware::from_fn(discard_unused_body));
@@ -189,10 +200,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(
             // Read top to bottom: outermost first.
             ServiceBuilder::new()
+                // Request id: taken or made, returned, and a span around everything below.
+                .layer(middleware::from_fn(request_id::layer))
+                // One log line and the request metrics (path without query string: it may carry keys).
+                .layer(middleware::from_fn_with_state(
+                    Arc::clone(&state),
+                    access::layer,
+                ))
                 // A panicking handler becomes a 500 with an OpenAI body; the process keeps serving.
-                .layer(CatchPanicLayer::custom(panic_response))
-                // One log line per request (path without query string: it may carry keys).
-                .layer(middleware::from_fn(access_log)),
+                .layer(CatchPanicLayer::custom(panic_response)),
         )
         .with_state(state)
 }
@@ -221,31 +237,6 @@ fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or("(no message)");
     tracing::error!(panic = detail, "request handler panicked");
     Error::Internal(detail.to_owned()).into_response()
-}
-
-async fn access_log(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
-    let headers = response.headers();
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_owned()
-    };
-    tracing::info!(
-        %method,
-        path,
-        status = response.status().as_u16(),
-        service = header(openai::SERVICE_HEADER),
-        attempts = header(openai::ATTEMPTS_HEADER),
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    response
 }
 
 /// How long a client may take to send a request head (slow-header clients are

@@ -445,3 +445,78 @@ async fn sighup_reloads_keys_and_no_key_ever_reaches_the_logs() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_the_request_id_on_every_line_of_the_request() {
+    let (a, b) = (
+        MockUpstream::start("A").await,
+        MockUpstream::start("B").await,
+    );
+    a.set(error(500, "A is down"));
+    let dir = temp_dir("jsonlog");
+    let log_path = dir.join("router.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let port = free_port();
+    let mut c = command(&dir);
+    c.env(
+        "ROUTER_SERVICES",
+        json!([svc(&a), svc_with(&b, json!({"priority": 1}))]).to_string(),
+    )
+    .env("ENABLE_AUTH", "false")
+    .env("HOST", "127.0.0.1")
+    .env("PORT", port.to_string())
+    .env("LOG_FORMAT", "json")
+    .stdout(Stdio::from(log.try_clone().unwrap()))
+    .stderr(Stdio::from(log));
+    let mut child = c.spawn().unwrap();
+    wait_healthy(port).await;
+    let r = http_client()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .header("x-request-id", "trace-me-42")
+        .json(&chat_request("test-model", json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "trace-me-42");
+    assert_eq!(b.last_post().headers["x-request-id"], "trace-me-42");
+    sigterm(&child);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(10), child.wait())
+            .await
+            .unwrap()
+            .unwrap()
+            .code(),
+        Some(0)
+    );
+
+    let logs = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let of_request: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["span"]["request_id"] == "trace-me-42")
+        .collect();
+    let messages: Vec<&str> = of_request
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert!(messages.contains(&"upstream call failed"), "{messages:?}");
+    let access = of_request
+        .iter()
+        .find(|l| l["message"] == "request")
+        .expect("no access line with the request id");
+    assert_eq!(
+        (
+            access["status"].as_u64(),
+            access["service"].as_str(),
+            access["attempts"].as_u64()
+        ),
+        (Some(200), Some("B"), Some(2))
+    );
+    assert_eq!(access["model"], "test-model");
+    assert_eq!(access["path"], "/v1/chat/completions");
+    assert!(access["latency_ms"].as_f64().unwrap() >= 0.0);
+}

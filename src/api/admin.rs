@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
 use super::AppState;
+use crate::metrics::{ServiceLabels, StatusLabels};
 use crate::routing::Service;
 use crate::stats::percent;
 
@@ -32,6 +35,44 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, cr
             "The router is starting up or shutting down".to_owned(),
         ))
     }
+}
+
+/// `GET /metrics`: Prometheus exposition. State gauges are computed here, at
+/// scrape time, not maintained on the request path.
+pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let m = &state.dispatcher.metrics;
+    let now = Instant::now();
+    for s in &state.dispatcher.services {
+        let service = Arc::clone(&s.label);
+        if let Some(limiter) = &s.limiter {
+            let remaining = i64::from(limiter.state(now).remaining());
+            m.rate_limit_remaining
+                .get_or_create(&ServiceLabels {
+                    service: Arc::clone(&service),
+                })
+                .set(remaining);
+        }
+        let current = s.health(now);
+        for status in ["healthy", "degraded", "unhealthy"] {
+            let value = i64::from(status == current);
+            m.service_status
+                .get_or_create(&StatusLabels {
+                    service: Arc::clone(&service),
+                    status,
+                })
+                .set(value);
+        }
+    }
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(header::CONTENT_TYPE, content_type)], m.render()).into_response()
 }
 
 /// `GET /`.
@@ -141,11 +182,7 @@ pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
     for s in &state.dispatcher.services {
         let c = s.stats.counts();
         let limited = s.is_rate_limited(now);
-        let status = match c.failure_rate() {
-            r if r > 50.0 => "unhealthy",
-            r if r > 10.0 || limited => "degraded",
-            _ => "healthy",
-        };
+        let status = s.health(now);
         healthy += usize::from(status == "healthy");
         services.insert(
             s.name().to_owned(),

@@ -2,15 +2,19 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::extract::{LimitedBody, PeekedBody};
 use crate::error::Error;
+use crate::metrics::{Label, Metrics, ServiceLabels, StreamGuard};
+use crate::request_id::RequestId;
 use crate::routing::{Endpoint, Routed, RoutedRequest, Service};
 use crate::stats::bump;
 use crate::upstream::{PassHeaders, Reply, sse};
@@ -18,34 +22,51 @@ use crate::upstream::{PassHeaders, Reply, sse};
 pub const SERVICE_HEADER: &str = "x-llm-router-service";
 pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
 
+/// What the access layer logs and counts about a routed request (a response extension).
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    pub service: Option<Label>,
+    /// A discovered model id, or `None` (labelled `other`).
+    pub model: Option<Label>,
+    pub attempts: u32,
+}
+
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    request_id: Option<Extension<RequestId>>,
     LimitedBody(body): LimitedBody,
-) -> Result<Response, Error> {
-    proxy(&state, Endpoint::ChatCompletions, body).await
+) -> Response {
+    proxy(&state, Endpoint::ChatCompletions, request_id, body).await
 }
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    request_id: Option<Extension<RequestId>>,
     LimitedBody(body): LimitedBody,
-) -> Result<Response, Error> {
-    proxy(&state, Endpoint::Completions, body).await
+) -> Response {
+    proxy(&state, Endpoint::Completions, request_id, body).await
 }
 
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
+    request_id: Option<Extension<RequestId>>,
     LimitedBody(body): LimitedBody,
-) -> Result<Response, Error> {
-    proxy(&state, Endpoint::Embeddings, body).await
+) -> Response {
+    proxy(&state, Endpoint::Embeddings, request_id, body).await
 }
 
 async fn proxy(
     state: &AppState,
     endpoint: Endpoint,
-    body: bytes::Bytes,
-) -> Result<Response, Error> {
-    let peeked = PeekedBody::parse(body, endpoint)?;
-    let routed = state
+    request_id: Option<Extension<RequestId>>,
+    body: Bytes,
+) -> Response {
+    let peeked = match PeekedBody::parse(body, endpoint) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let request_id = request_id.map(|Extension(RequestId(id))| id);
+    let outcome = state
         .dispatcher
         .dispatch(RoutedRequest {
             endpoint,
@@ -53,17 +74,40 @@ async fn proxy(
             model: &peeked.model,
             model_span: peeked.model_span,
             stream: peeked.stream,
+            request_id: request_id.as_ref(),
         })
-        .await?;
-    Ok(respond(routed))
+        .await;
+    let model = state.dispatcher.model_label(&peeked.model);
+    let (mut response, service) = match outcome.result {
+        Ok(routed) => {
+            let service = Arc::clone(&routed.service.label);
+            (
+                respond(
+                    routed,
+                    outcome.attempts,
+                    &state.dispatcher.metrics,
+                    request_id,
+                ),
+                Some(service),
+            )
+        }
+        Err(e) => (e.into_response(), None),
+    };
+    response.extensions_mut().insert(RouteInfo {
+        service,
+        model,
+        attempts: outcome.attempts,
+    });
+    response
 }
 
-fn respond(routed: Routed) -> Response {
-    let Routed {
-        service,
-        attempts,
-        reply,
-    } = routed;
+fn respond(
+    routed: Routed,
+    attempts: u32,
+    metrics: &Metrics,
+    request_id: Option<HeaderValue>,
+) -> Response {
+    let Routed { service, reply } = routed;
     let mut response = match reply {
         Reply::Complete(c) => {
             let mut r = (c.status, c.body).into_response();
@@ -72,10 +116,23 @@ fn respond(routed: Routed) -> Response {
         }
         Reply::Streaming(s) => {
             let failed = Arc::clone(&service);
+            let failures = metrics.stream_failures.clone();
+            // Held by the relay: the open-streams gauge counts this stream until it ends.
+            let guard = StreamGuard::new(metrics);
             let on_failure = move |failure: &sse::MidStreamFailure| {
+                let _open = guard;
                 bump(&failed.stats.failures);
+                failures
+                    .get_or_create(&ServiceLabels {
+                        service: Arc::clone(&failed.label),
+                    })
+                    .inc();
                 tracing::warn!(
                     service = failed.name(),
+                    request_id = request_id
+                        .as_ref()
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-"),
                     ?failure,
                     "stream failed after its first event; ended with an error event"
                 );

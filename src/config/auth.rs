@@ -103,7 +103,10 @@ pub(super) fn load(env: &dyn Env, file: Option<&FileAuth>, errors: &mut Vec<Stri
         .get("ADMIN_KEY")
         .map(str::to_owned)
         .or_else(|| file.and_then(|f| f.admin_key.clone()))
-        .map(|k| Secret::new(k.trim()));
+        .map(|k| k.trim().to_owned())
+        // Blank counts as unset: an empty admin key would lock the admin endpoints.
+        .filter(|k| !k.is_empty())
+        .map(Secret::new);
     let key_rate_limit = match env
         .get("AUTH_KEY_RATE_LIMIT")
         .map(|v| ("AUTH_KEY_RATE_LIMIT", v.to_owned()))
@@ -201,6 +204,19 @@ mod tests {
         let keys: Vec<&str> = cfg.keys.iter().map(Secret::expose).collect();
         assert_eq!(keys, ["sk-var", "sk-file-one", "sk-file-#two"]);
         std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
+    fn blank_keys_count_as_unset() {
+        let (cfg, errors) = auth(&[
+            ("ADMIN_KEY", "   "),
+            ("AUTH_KEY_01", "one"),
+            ("AUTH_KEY_02", " "),
+            ("AUTH_KEY_03", "three"),
+        ]);
+        assert!(errors.is_empty());
+        assert!(cfg.admin_key.is_none());
+        assert_eq!(cfg.keys.len(), 1, "a blank AUTH_KEY_02 is a gap");
     }
 
     #[test]

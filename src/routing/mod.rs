@@ -16,9 +16,11 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::{Error, StartupError};
+use crate::metrics::{Label, Metrics};
 use crate::ratelimit::Admission;
 use crate::stats::{RouterStats, bump};
 use crate::upstream::{Call, Failure, Reply, UpstreamClient};
+use http::HeaderValue;
 pub use service::{Endpoint, Service};
 
 /// A client request, parsed only as far as routing needs.
@@ -31,14 +33,21 @@ pub struct RoutedRequest<'a> {
     /// Byte range of the `model` JSON value (with its quotes) within `body`.
     pub model_span: Range<usize>,
     pub stream: bool,
+    /// Sent upstream as `x-request-id`.
+    pub request_id: Option<&'a HeaderValue>,
 }
 
 /// A request some service answered.
 pub struct Routed {
     pub service: Arc<Service>,
+    pub reply: Reply,
+}
+
+/// What became of one routed request.
+pub struct Outcome {
     /// Upstream calls made (rate-limit skips are not calls).
     pub attempts: u32,
-    pub reply: Reply,
+    pub result: Result<Routed, Error>,
 }
 
 /// The services in routing order and everything shared across requests.
@@ -47,10 +56,15 @@ pub struct Dispatcher {
     pub services: Vec<Arc<Service>>,
     pub stats: RouterStats,
     pub client: UpstreamClient,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Dispatcher {
-    pub fn new(config: &Config, client: UpstreamClient) -> Result<Self, StartupError> {
+    pub fn new(
+        config: &Config,
+        client: UpstreamClient,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StartupError> {
         let epoch = Instant::now();
         let services = config
             .services
@@ -61,16 +75,17 @@ impl Dispatcher {
             services,
             stats: RouterStats::default(),
             client,
+            metrics,
         })
     }
 
     /// Tries eligible services in order until one answers (SPEC 4).
-    pub async fn dispatch(&self, req: RoutedRequest<'_>) -> Result<Routed, Error> {
+    pub async fn dispatch(&self, req: RoutedRequest<'_>) -> Outcome {
         bump(&self.stats.total_requests);
         let mut attempts = 0u32;
         let mut supported = false;
         let mut soonest_slot: Option<Duration> = None;
-        let mut failures: Vec<(&str, Failure)> = Vec::new();
+        let mut failures: Vec<(&Service, Failure)> = Vec::new();
 
         for service in &self.services {
             let Some(model) = service.pick_model(req.model) else {
@@ -88,16 +103,18 @@ impl Dispatcher {
             if let Some(wait) = wait {
                 bump(&service.stats.rate_limited);
                 bump(&self.stats.total_rate_limit_skips);
+                self.metrics.count_rate_limit_skip(&service.label);
                 soonest_slot = Some(soonest_slot.map_or(wait, |s| s.min(wait)));
-                tracing::debug!(
+                tracing::info!(
                     service = service.name(),
-                    wait_ms = wait.as_millis() as u64,
-                    "rate-limit skip"
+                    wait_s = wait.as_secs_f64(),
+                    "rate-limit skip: window full or cooling down"
                 );
                 continue;
             }
-            if !failures.is_empty() {
+            if let Some((failed, _)) = failures.last() {
                 bump(&self.stats.total_failovers);
+                self.metrics.count_failover(&failed.label);
             }
             attempts += 1;
             bump(&service.stats.requests);
@@ -107,45 +124,72 @@ impl Dispatcher {
                 body: with_model(&req, model),
                 stream: req.stream,
                 timeout: service.config.timeout,
+                request_id: req.request_id,
             };
-            match self.client.call(call).await {
+            let started = Instant::now();
+            let result = self.client.call(call).await;
+            match result {
                 Ok(reply) => {
-                    return Ok(Routed {
+                    self.metrics.observe_ttfb(&service.label, started.elapsed());
+                    let outcome = if reply.status().is_success() {
+                        "success"
+                    } else {
+                        "client_error"
+                    };
+                    self.metrics.count_attempt(&service.label, outcome);
+                    let routed = Routed {
                         service: Arc::clone(service),
-                        attempts,
                         reply,
-                    });
+                    };
+                    return Outcome {
+                        attempts,
+                        result: Ok(routed),
+                    };
                 }
                 Err(failure) => {
                     bump(&service.stats.failures);
+                    self.metrics.count_attempt(&service.label, "failure");
                     if let Failure::Status {
                         status,
-                        retry_after: Some(after),
+                        retry_after,
                         ..
                     } = &failure
                     {
-                        if status.as_u16() == 429 {
+                        self.metrics.observe_ttfb(&service.label, started.elapsed());
+                        if let (429, Some(after)) = (status.as_u16(), retry_after) {
                             service.cooldown.extend(Instant::now(), *after);
                         }
                     }
-                    tracing::info!(service = service.name(), reason = %failure.describe(), "upstream call failed; trying the next service");
-                    failures.push((service.name(), failure));
+                    tracing::info!(service = service.name(), reason = %failure.describe(), "upstream call failed");
+                    failures.push((service, failure));
                 }
             }
         }
 
-        if !supported {
-            return Err(Error::ModelNotFound(req.model.to_owned()));
-        }
-        match failures.last() {
-            None => {
-                let wait = soonest_slot.unwrap_or(Duration::from_secs(1));
-                Err(Error::RateLimited {
-                    retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                })
+        let result = if !supported {
+            Err(Error::ModelNotFound(req.model.to_owned()))
+        } else {
+            match failures.last() {
+                None => {
+                    let wait = soonest_slot.unwrap_or(Duration::from_secs(1));
+                    Err(Error::RateLimited {
+                        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                    })
+                }
+                Some((last_service, last)) => Err(all_failed(&failures, last_service.name(), last)),
             }
-            Some((name, last)) => Err(all_failed(&failures, name, last)),
-        }
+        };
+        Outcome { attempts, result }
+    }
+
+    /// The metrics label for a requested model: the first alternative some
+    /// service lists, else `None` (label cardinality stays bounded).
+    pub fn model_label(&self, requested: &str) -> Option<Label> {
+        requested.split('|').map(str::trim).find_map(|m| {
+            self.services
+                .iter()
+                .find_map(|s| s.models.load().as_ref().and_then(|c| c.label(m)))
+        })
     }
 
     pub fn reset_stats(&self) {
@@ -158,7 +202,7 @@ impl Dispatcher {
 
 /// 502 if every failure was a connection error, 504 if every one timed out,
 /// 503 otherwise; the last upstream's message is kept.
-fn all_failed(failures: &[(&str, Failure)], last_name: &str, last: &Failure) -> Error {
+fn all_failed(failures: &[(&Service, Failure)], last_name: &str, last: &Failure) -> Error {
     let message = format!(
         "All {} attempted service(s) failed; last error from {last_name}: {}",
         failures.len(),
@@ -207,6 +251,7 @@ mod tests {
             model: "a|b",
             model_span: start..start + 5,
             stream: false,
+            request_id: None,
         };
         assert_eq!(
             &with_model(&req, "b")[..],

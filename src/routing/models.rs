@@ -9,6 +9,7 @@ use futures_util::future::join_all;
 use serde::Deserialize;
 
 use super::service::Service;
+use crate::metrics::Label;
 use crate::upstream::UpstreamClient;
 
 /// One model as the service described it.
@@ -23,12 +24,13 @@ pub struct ModelInfo {
 #[derive(Debug, Default)]
 pub struct Catalog {
     pub models: Vec<ModelInfo>,
-    ids: HashSet<String>,
+    /// Shared with metric labels, so labelling a request copies no string.
+    ids: HashSet<Label>,
 }
 
 impl Catalog {
     pub fn new(models: Vec<ModelInfo>) -> Self {
-        let ids = models.iter().map(|m| m.id.clone()).collect();
+        let ids = models.iter().map(|m| Label::from(m.id.as_str())).collect();
         Self { models, ids }
     }
 
@@ -46,6 +48,11 @@ impl Catalog {
 
     pub fn contains(&self, id: &str) -> bool {
         self.ids.contains(id)
+    }
+
+    /// The shared label for `id`, if listed.
+    pub fn label(&self, id: &str) -> Option<Label> {
+        self.ids.get(id).cloned()
     }
 }
 

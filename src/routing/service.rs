@@ -11,6 +11,7 @@ use url::Url;
 use super::models::Catalog;
 use crate::config::ServiceConfig;
 use crate::error::StartupError;
+use crate::metrics::Label;
 use crate::ratelimit::RateLimiter;
 use crate::stats::ServiceStats;
 
@@ -89,6 +90,8 @@ pub struct Service {
     /// support every model). Swapped whole by the background discovery task.
     pub models: ArcSwapOption<Catalog>,
     pub stats: ServiceStats,
+    /// The name as a metrics label, allocated once.
+    pub label: Label,
 }
 
 impl Service {
@@ -108,6 +111,7 @@ impl Service {
             embeddings: join(Endpoint::Embeddings.path())?,
             models: join("/models")?,
         };
+        let config_name = config.name.clone();
         Ok(Self {
             limiter: config.rate_limit.map(RateLimiter::new),
             config,
@@ -115,6 +119,7 @@ impl Service {
             cooldown: Cooldown::new(epoch),
             models: ArcSwapOption::empty(),
             stats: ServiceStats::default(),
+            label: Label::from(config_name.as_str()),
         })
     }
 
@@ -144,6 +149,15 @@ impl Service {
         match &*self.models.load() {
             None => alternatives.next(),
             Some(catalog) => alternatives.find(|m| catalog.contains(m)),
+        }
+    }
+
+    /// `healthy`, `degraded` or `unhealthy`, from the failure rate and limits.
+    pub fn health(&self, now: Instant) -> &'static str {
+        match self.stats.counts().failure_rate() {
+            r if r > 50.0 => "unhealthy",
+            r if r > 10.0 || self.is_rate_limited(now) => "degraded",
+            _ => "healthy",
         }
     }
 

@@ -100,6 +100,15 @@ pub enum Reply {
     Streaming(Streaming),
 }
 
+impl Reply {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reply::Complete(c) => c.status,
+            Reply::Streaming(s) => s.status,
+        }
+    }
+}
+
 /// What to send: one routed request to one service.
 pub struct Call<'a> {
     pub url: &'a Url,
@@ -107,6 +116,7 @@ pub struct Call<'a> {
     pub body: Bytes,
     pub stream: bool,
     pub timeout: Duration,
+    pub request_id: Option<&'a HeaderValue>,
 }
 
 /// The pooled client shared by every request and by model discovery.
@@ -150,6 +160,9 @@ impl UpstreamClient {
             .body(call.body);
         if let Some(key) = call.api_key {
             req = req.bearer_auth(key.expose());
+        }
+        if let Some(id) = call.request_id {
+            req = req.header("x-request-id", id.clone());
         }
         if call.stream {
             self.call_stream(req, call.timeout).await

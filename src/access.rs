@@ -1,0 +1,116 @@
+//! The access layer: one log line and one set of metric updates per request,
+//! written after the response head, from what the handlers left in the
+//! response extensions (service, model, attempts, error label).
+
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::api::AppState;
+use crate::api::openai::RouteInfo;
+use crate::error::ErrorLabel;
+use crate::metrics::{Label, ReasonLabels, RequestLabels, RouteServiceLabels, status_class};
+
+static NONE: LazyLock<Label> = LazyLock::new(|| Label::from("none"));
+static OTHER: LazyLock<Label> = LazyLock::new(|| Label::from("other"));
+
+/// Route labels come from this table, so a scan of random paths cannot grow
+/// the label set.
+const ROUTES: &[&str] = &[
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/models",
+    "/v1/models/{*model_id}",
+    "/",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/backend/info",
+    "/router/stats",
+    "/router/health",
+    "/router/rate-limits",
+    "/router/reset-stats",
+    "/auth/status",
+    "/auth/metrics",
+    "/auth/reload-keys",
+    "/auth/reset-metrics",
+];
+
+fn route_label(matched: Option<&MatchedPath>) -> &'static str {
+    matched
+        .and_then(|m| ROUTES.iter().find(|r| **r == m.as_str()).copied())
+        .unwrap_or("unmatched")
+}
+
+/// Decrements the in-flight gauge however the request ends (even by panic).
+struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+pub async fn layer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let metrics = &state.dispatcher.metrics;
+    metrics.in_flight.inc();
+    let _in_flight = InFlight(metrics.in_flight.clone());
+    let method = request.method().clone();
+    // The path only: a query string may carry a key.
+    let path = request.uri().path().to_owned();
+    let route = route_label(request.extensions().get::<MatchedPath>());
+
+    let response = next.run(request).await;
+
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let info = response.extensions().get::<RouteInfo>();
+    let service = info
+        .and_then(|i| i.service.clone())
+        .unwrap_or_else(|| NONE.clone());
+    let model = match info {
+        Some(i) => i.model.clone().unwrap_or_else(|| OTHER.clone()),
+        None => NONE.clone(),
+    };
+    let error = response.extensions().get::<ErrorLabel>().map(|e| e.0);
+    if let Some(reason) = error.filter(|e| ErrorLabel::is_auth(e)) {
+        metrics
+            .auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+    tracing::info!(
+        %method,
+        path,
+        status,
+        service = &*service,
+        model = &*model,
+        attempts = info.map_or(0, |i| i.attempts),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        error = error.unwrap_or("-"),
+        "request"
+    );
+    metrics
+        .request_duration
+        .get_or_create(&RouteServiceLabels {
+            route,
+            service: Arc::clone(&service),
+        })
+        .observe(elapsed.as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            service,
+            model,
+            status_class: status_class(status),
+        })
+        .inc();
+    response
+}
