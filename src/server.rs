@@ -298,8 +298,9 @@ pub async fn run(
             }
         });
     }
-    drop(listener);
+    // Not ready first, so a probe on a kept-alive connection sees 503, then stop accepting.
     readiness.ready.store(false, Ordering::Relaxed);
+    drop(listener);
     tracing::info!(
         grace_s = grace.as_secs_f64(),
         "shutting down: no new connections; letting in-flight requests finish"
