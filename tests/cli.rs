@@ -14,7 +14,11 @@ use support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-const BIN: &str = env!("CARGO_BIN_EXE_llm-router");
+/// The binary under test: `LLM_ROUTER_BIN` (scripts/test points it at the
+/// release build the Docker image ships), else the one cargo built for tests.
+fn bin() -> std::ffi::OsString {
+    std::env::var_os("LLM_ROUTER_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_llm-router").into())
+}
 
 fn temp_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("llm-router-cli-{tag}-{}", std::process::id()));
@@ -24,7 +28,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 
 /// The binary with a clean environment (no stray keys from the machine).
 fn command(dir: &Path) -> Command {
-    let mut c = Command::new(BIN);
+    let mut c = Command::new(bin());
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .current_dir(dir)
