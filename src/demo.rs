@@ -2,9 +2,10 @@
 //! providers on loopback, so a newcomer sees routing, failover, streaming and
 //! rate limits with no API key.
 //!
-//! Providers: `flaky` (priority 0, fails every 4th call with 503, limited by the
-//! router to 5 requests per 10 s) and `steady` (priority 1, also serves
-//! `demo-large`, which `flaky` does not, to show model-aware routing).
+//! Providers: `flaky` (priority 0, limited by the router to 5 requests per
+//! 10 s; of every 8 calls it fails the 6th, 7th and 8th with 503, so three in a
+//! row eject it and a probe later brings it back) and `steady` (priority 1,
+//! also serves `demo-large`, which `flaky` does not, to show model-aware routing).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,8 +32,9 @@ use crate::{logging, server};
 struct Provider {
     name: &'static str,
     models: &'static [&'static str],
-    /// Every n-th chat call fails with 503 (0: never).
-    fail_every: u64,
+    /// Calls fail in bursts: of every `cycle` calls, the last `burst` fail with 503.
+    cycle: u64,
+    burst: u64,
     calls: AtomicU64,
 }
 
@@ -44,7 +46,8 @@ pub async fn run(overrides: &Overrides, env: &EnvMap) -> Result<(), StartupError
         Provider {
             name: "flaky",
             models: &["demo-chat"],
-            fail_every: 4,
+            cycle: 8,
+            burst: 3,
             calls: AtomicU64::new(0),
         },
     )
@@ -54,7 +57,8 @@ pub async fn run(overrides: &Overrides, env: &EnvMap) -> Result<(), StartupError
         Provider {
             name: "steady",
             models: &["demo-chat", "demo-large"],
-            fail_every: 0,
+            cycle: 1,
+            burst: 0,
             calls: AtomicU64::new(0),
         },
     )
@@ -71,6 +75,15 @@ pub async fn run(overrides: &Overrides, env: &EnvMap) -> Result<(), StartupError
     // authentication is off; with keys, the demo uses them.
     let mut demo_env = EnvMap::from_pairs([("ROUTER_SERVICES", services.to_string())]);
     demo_env.set("HOST", env.get("HOST").unwrap_or("127.0.0.1").to_owned());
+    // Short ejections and frequent probes, so the recovery is visible within seconds.
+    demo_env.set(
+        "HEALTH_EJECT_SECONDS",
+        env.get("HEALTH_EJECT_SECONDS").unwrap_or("5").to_owned(),
+    );
+    demo_env.set(
+        "HEALTH_PROBE_INTERVAL",
+        env.get("HEALTH_PROBE_INTERVAL").unwrap_or("2").to_owned(),
+    );
     let numbered: Vec<String> = (1..=99).map(|i| format!("AUTH_KEY_{i:02}")).collect();
     let passed = [
         "PORT",
@@ -148,7 +161,8 @@ llm-router demo is running on {base}
 {auth_line}
 
 Simulated providers on loopback:
-  flaky   priority 0, fails every 4th call (503), limited to 5 requests per 10 s
+  flaky   priority 0, limited to 5 requests per 10 s; fails 3 calls in a row out of
+          every 8 (503): the router ejects it, probes it, and brings it back
   steady  priority 1, always answers; the only one serving "demo-large"
 
 Try it:
@@ -162,6 +176,8 @@ Try it:
     -d '{{"model": "demo-chat", "messages": [{{"role": "user", "content": "hi"}}]}}' | grep -i x-llm-router-service; done
   curl{h} {base}/router/stats
   curl{h} {base}/router/rate-limits
+  # health: watch flaky turn unhealthy (ejected), then degraded (half-open), then healthy
+  curl{h} {base}/router/health
 
 Python (pip install openai):
   import os
@@ -216,11 +232,11 @@ async fn models(State(p): State<Arc<Provider>>) -> Response {
 /// Counts the call; `Some(error response)` when this one is meant to fail.
 fn simulated_outage(p: &Provider) -> Option<Response> {
     let n = p.calls.fetch_add(1, Ordering::Relaxed) + 1;
-    (p.fail_every > 0 && n % p.fail_every == 0).then(|| {
+    ((n - 1) % p.cycle >= p.cycle - p.burst).then(|| {
         let body = crate::error::error_body(
             &format!(
-                "{}: simulated outage (every {}th call fails)",
-                p.name, p.fail_every
+                "{}: simulated outage ({} of every {} calls fail)",
+                p.name, p.burst, p.cycle
             ),
             "server_error",
             None,

@@ -77,6 +77,9 @@ pub struct Metrics {
     pub rate_limit_skips: Family<ServiceLabels, Counter>,
     pub stream_failures: Family<ServiceLabels, Counter>,
     pub auth_failures: Family<ReasonLabels, Counter>,
+    pub ejections: Family<ServiceLabels, Counter>,
+    pub ejection_skips: Family<ServiceLabels, Counter>,
+    pub service_in_flight: Family<ServiceLabels, Gauge>,
     pub in_flight: Gauge,
     pub open_streams: Gauge,
     pub rate_limit_remaining: Family<ServiceLabels, Gauge>,
@@ -101,6 +104,9 @@ impl Metrics {
             rate_limit_skips: Family::default(),
             stream_failures: Family::default(),
             auth_failures: Family::default(),
+            ejections: Family::default(),
+            ejection_skips: Family::default(),
+            service_in_flight: Family::default(),
             in_flight: Gauge::default(),
             open_streams: Gauge::default(),
             rate_limit_remaining: Family::default(),
@@ -126,7 +132,7 @@ impl Metrics {
         );
         r.register_with_unit(
             "upstream_ttfb",
-            "Upstream time to response headers, successful and failed calls",
+            "Upstream time until the answer is usable: the whole body for JSON calls, the first event for streams, the error body for failed statuses",
             Unit::Seconds,
             m.upstream_ttfb.clone(),
         );
@@ -149,6 +155,21 @@ impl Metrics {
             "auth_failures",
             "Client requests refused by authentication, by reason",
             m.auth_failures.clone(),
+        );
+        r.register(
+            "ejections",
+            "Times a service was ejected for consecutive failures",
+            m.ejections.clone(),
+        );
+        r.register(
+            "ejection_skips",
+            "Ejected services skipped without a call",
+            m.ejection_skips.clone(),
+        );
+        r.register(
+            "service_in_flight",
+            "Upstream calls in progress per service (streams until they end)",
+            m.service_in_flight.clone(),
         );
         r.register(
             "in_flight_requests",
@@ -200,6 +221,22 @@ impl Metrics {
 
     pub fn count_failover(&self, service: &Label) {
         self.failovers
+            .get_or_create(&ServiceLabels {
+                service: Arc::clone(service),
+            })
+            .inc();
+    }
+
+    pub fn count_ejection(&self, service: &Label) {
+        self.ejections
+            .get_or_create(&ServiceLabels {
+                service: Arc::clone(service),
+            })
+            .inc();
+    }
+
+    pub fn count_ejection_skip(&self, service: &Label) {
+        self.ejection_skips
             .get_or_create(&ServiceLabels {
                 service: Arc::clone(service),
             })

@@ -99,6 +99,16 @@ impl App {
                 .await;
             }
         });
+        if state.config.health.failure_threshold > 0 {
+            let prober = Arc::clone(&state);
+            supervisor.spawn("health-probes", async move {
+                let interval = prober.config.health.probe_interval;
+                loop {
+                    tokio::time::sleep(interval).await;
+                    prober.dispatcher.probe_ejected().await;
+                }
+            });
+        }
         #[cfg(unix)]
         {
             let reloader = Arc::clone(&state);

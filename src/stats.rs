@@ -14,6 +14,8 @@ pub struct RouterStats {
     pub total_failovers: AtomicU64,
     /// Services skipped because their window was full or they were cooling down.
     pub total_rate_limit_skips: AtomicU64,
+    /// Services skipped because they were ejected (SPEC 9.1).
+    pub total_ejection_skips: AtomicU64,
 }
 
 /// Counters of one service.
@@ -25,6 +27,8 @@ pub struct ServiceStats {
     pub failures: AtomicU64,
     /// Times the service was skipped for its rate limit or cool-down.
     pub rate_limited: AtomicU64,
+    /// Times the service was skipped because it was ejected.
+    pub ejection_skips: AtomicU64,
 }
 
 /// A plain copy of [`ServiceStats`].
@@ -33,6 +37,7 @@ pub struct ServiceCounts {
     pub requests: u64,
     pub failures: u64,
     pub rate_limited: u64,
+    pub ejection_skips: u64,
 }
 
 impl ServiceCounts {
@@ -46,6 +51,7 @@ impl RouterStats {
         self.total_requests.store(0, Relaxed);
         self.total_failovers.store(0, Relaxed);
         self.total_rate_limit_skips.store(0, Relaxed);
+        self.total_ejection_skips.store(0, Relaxed);
     }
 }
 
@@ -55,6 +61,7 @@ impl ServiceStats {
             requests: self.requests.load(Relaxed),
             failures: self.failures.load(Relaxed),
             rate_limited: self.rate_limited.load(Relaxed),
+            ejection_skips: self.ejection_skips.load(Relaxed),
         }
     }
 
@@ -62,6 +69,7 @@ impl ServiceStats {
         self.requests.store(0, Relaxed);
         self.failures.store(0, Relaxed);
         self.rate_limited.store(0, Relaxed);
+        self.ejection_skips.store(0, Relaxed);
     }
 }
 

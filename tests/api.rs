@@ -163,7 +163,16 @@ async fn router_health_reports_each_service() {
     }
     let h = router.get_json("/router/health").await;
     let (sa, sb) = (&h["services"]["A"], &h["services"]["B"]);
-    assert_eq!(sa["status"], "unhealthy");
+    // two consecutive failures, below the ejection threshold of 3 (SPEC 9.1 rule 5)
+    assert_eq!(sa["status"], "degraded");
+    assert_eq!(
+        (
+            sa["consecutive_failures"].as_u64(),
+            sa["ejections"].as_u64()
+        ),
+        (Some(2), Some(0))
+    );
+    assert!(sa["ejected_until"].is_null());
     assert_eq!(sb["status"], "healthy");
     assert_eq!(h["overall_status"], "degraded");
     assert_eq!(
@@ -213,8 +222,10 @@ async fn reset_stats_zeroes_every_counter() {
     }
     assert_eq!(
         st["service_stats"]["A"],
-        json!({"requests": 0, "failures": 0, "rate_limited": 0, "failure_rate": 0.0})
+        json!({"requests": 0, "failures": 0, "rate_limited": 0, "failure_rate": 0.0, "ejection_skips": 0,
+               "in_flight": 0, "latency_ewma_ms": st["service_stats"]["A"]["latency_ewma_ms"]})
     );
+    assert_eq!(st["total_ejection_skips"], 0);
     assert_eq!(st["configured_services"], 2);
     router.chat("test-model", json!({})).await;
     assert_eq!(router.stats().await["total_requests"], 1);

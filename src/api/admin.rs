@@ -52,7 +52,12 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
                 })
                 .set(remaining);
         }
-        let current = s.health(now);
+        let current = s.health.status();
+        m.service_in_flight
+            .get_or_create(&ServiceLabels {
+                service: Arc::clone(&service),
+            })
+            .set(i64::try_from(s.in_flight()).unwrap_or(i64::MAX));
         for status in ["healthy", "degraded", "unhealthy"] {
             let value = i64::from(status == current);
             m.service_status
@@ -132,6 +137,7 @@ pub async fn router_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     let total = d.stats.total_requests.load(Relaxed);
     let failovers = d.stats.total_failovers.load(Relaxed);
     let skips = d.stats.total_rate_limit_skips.load(Relaxed);
+    let now = Instant::now();
     let mut per_service = Map::new();
     let (mut calls, mut failures) = (0, 0);
     for s in &d.services {
@@ -145,11 +151,16 @@ pub async fn router_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "failures": c.failures,
                 "rate_limited": c.rate_limited,
                 "failure_rate": c.failure_rate(),
+                "ejection_skips": c.ejection_skips,
+                "in_flight": s.in_flight(),
+                "latency_ewma_ms": (s.latency_ms(now) * 100.0).round() / 100.0,
             }),
         );
     }
     Json(json!({
         "total_requests": total,
+        "total_ejection_skips": d.stats.total_ejection_skips.load(Relaxed),
+        "load_balancing": d.balancing().as_str(),
         "total_failovers": failovers,
         "total_rate_limit_skips": skips,
         "failover_rate": percent(failovers, total),
@@ -182,7 +193,10 @@ pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
     for s in &state.dispatcher.services {
         let c = s.stats.counts();
         let limited = s.is_rate_limited(now);
-        let status = s.health(now);
+        let status = s.health.status();
+        let ejected_until = s.health.ejected_for(now).map(|left| {
+            humantime::format_rfc3339_millis(std::time::SystemTime::now() + left).to_string()
+        });
         healthy += usize::from(status == "healthy");
         services.insert(
             s.name().to_owned(),
@@ -197,6 +211,9 @@ pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
                 "rate_limited_events": c.rate_limited,
                 "is_currently_rate_limited": limited,
                 "rate_limit_config": rate_limit_config(s),
+                "consecutive_failures": s.health.consecutive_failures(),
+                "ejections": s.health.ejections(),
+                "ejected_until": ejected_until,
             }),
         );
     }

@@ -107,7 +107,11 @@ fn respond(
     metrics: &Metrics,
     request_id: Option<HeaderValue>,
 ) -> Response {
-    let Routed { service, reply } = routed;
+    let Routed {
+        service,
+        reply,
+        in_flight,
+    } = routed;
     let mut response = match reply {
         Reply::Complete(c) => {
             let mut r = (c.status, c.body).into_response();
@@ -118,7 +122,7 @@ fn respond(
             let failed = Arc::clone(&service);
             let failures = metrics.stream_failures.clone();
             // Held by the relay: the open-streams gauge counts this stream until it ends.
-            let guard = StreamGuard::new(metrics);
+            let guard = (StreamGuard::new(metrics), in_flight);
             let on_failure = move |failure: &sse::MidStreamFailure| {
                 let _open = guard;
                 bump(&failed.stats.failures);

@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub log_format: Option<String>,
     pub auth: Option<FileAuth>,
+    pub health: Option<super::routing::FileHealth>,
+    pub routing: Option<super::routing::FileRouting>,
     pub services: Option<Vec<WireService>>,
 }
 
@@ -48,6 +50,7 @@ pub struct WireService {
     pub priority: Option<i64>,
     pub rate_limit_requests: Option<i64>,
     pub rate_limit_window: Option<f64>,
+    pub weight: Option<f64>,
 }
 
 /// Field names of [`WireService`], to tell unknown JSON keys apart.
@@ -60,6 +63,7 @@ pub const SERVICE_FIELDS: &[&str] = &[
     "priority",
     "rate_limit_requests",
     "rate_limit_window",
+    "weight",
 ];
 
 /// Parses the file text, substituting `${VAR}` in string values from `env`.

@@ -7,6 +7,7 @@
 mod auth;
 pub mod env;
 mod file;
+mod routing;
 mod secret;
 
 use std::num::NonZeroU32;
@@ -17,6 +18,7 @@ use url::Url;
 
 pub use auth::AuthConfig;
 pub use env::{Env, EnvMap};
+pub use routing::{Balancing, HealthConfig};
 pub use secret::{Secret, mask};
 
 use file::{FileConfig, SERVICE_FIELDS, WireService};
@@ -75,6 +77,8 @@ pub struct ServiceConfig {
     pub timeout: Duration,
     pub priority: i64,
     pub rate_limit: Option<RateLimit>,
+    /// Share of the tier's traffic under `weighted` balancing (positive).
+    pub weight: f64,
 }
 
 impl ServiceConfig {
@@ -104,6 +108,8 @@ pub struct Config {
     pub log_level: String,
     pub log_format: LogFormat,
     pub auth: AuthConfig,
+    pub health: HealthConfig,
+    pub balancing: Balancing,
     /// Where the services came from, for `check` and start-up logs.
     pub services_source: &'static str,
     /// Things accepted but worth saying (logged once logging is up).
@@ -307,6 +313,8 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
     services.sort_by_key(|s| s.priority);
 
     let auth = auth::load(env, file_auth, &mut errors);
+    let health = routing::load_health(env, file.health.as_ref(), &mut errors);
+    let balancing = routing::load_balancing(env, file.routing.as_ref(), &mut errors);
 
     if !errors.is_empty() {
         return Err(ConfigError(errors));
@@ -322,6 +330,8 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
         log_level,
         log_format,
         auth,
+        health,
+        balancing,
         services_source: source,
         warnings,
         config_file: file_path,
@@ -541,6 +551,16 @@ fn validate_service(
         }
     }
     let api_key = w.api_key.filter(|k| !k.is_empty()).map(Secret::new);
+    let weight = match w.weight {
+        None => 1.0,
+        Some(x) if x.is_finite() && x > 0.0 => x,
+        Some(x) => {
+            errors.push(format!(
+                "{label}.weight: must be a positive number, got {x}"
+            ));
+            1.0
+        }
+    };
     if errors.len() > before {
         return None;
     }
@@ -552,6 +572,7 @@ fn validate_service(
         timeout,
         priority: w.priority.unwrap_or(0),
         rate_limit,
+        weight,
     })
 }
 

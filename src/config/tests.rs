@@ -286,3 +286,40 @@ fn log_level_and_format_are_validated() {
         ("debug", LogFormat::Json)
     );
 }
+
+#[test]
+fn weights_must_be_positive_and_default_to_one() {
+    let cfg = load_env(&[("ROUTER_SERVICES", &service_json(r#","weight":2.5"#))]).unwrap();
+    assert_eq!(cfg.services[0].weight, 2.5);
+    let cfg = load_env(&[("ROUTER_SERVICES", &service_json(""))]).unwrap();
+    assert_eq!(cfg.services[0].weight, 1.0);
+    for bad in ["0", "-1"] {
+        let err = load_env(&[(
+            "ROUTER_SERVICES",
+            &service_json(&format!(r#","weight":{bad}"#)),
+        )])
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("ROUTER_SERVICES[0].weight"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn health_and_balancing_come_from_the_file_too() {
+    let path = write_toml(
+        "[health]\nfailure_threshold = 5\neject_seconds = 2\n[routing]\nload_balancing = \"least_busy\"\n",
+    );
+    let overrides = Overrides {
+        config_file: Some(path.clone()),
+        ..Overrides::default()
+    };
+    let cfg = load(&overrides, &EnvMap::default()).unwrap();
+    assert_eq!(
+        (cfg.health.failure_threshold, cfg.health.eject),
+        (5, Duration::from_secs(2))
+    );
+    assert_eq!(cfg.balancing, Balancing::LeastBusy);
+    std::fs::remove_file(path).unwrap();
+}

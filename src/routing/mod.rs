@@ -4,6 +4,8 @@
 //! No HTTP server types live here: handlers hand in bytes and get back an
 //! upstream [`Reply`] or a request [`Error`].
 
+pub mod balance;
+pub mod health;
 pub mod models;
 pub mod service;
 
@@ -14,14 +16,16 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Balancing, Config};
 use crate::error::{Error, StartupError};
 use crate::metrics::{Label, Metrics};
 use crate::ratelimit::Admission;
 use crate::stats::{RouterStats, bump};
 use crate::upstream::{Call, Failure, Reply, UpstreamClient};
+use balance::Balancer;
+use health::{Gate, Transition, Verdict};
 use http::HeaderValue;
-pub use service::{Endpoint, Service};
+pub use service::{Endpoint, InFlight, Service};
 
 /// A client request, parsed only as far as routing needs.
 pub struct RoutedRequest<'a> {
@@ -41,11 +45,13 @@ pub struct RoutedRequest<'a> {
 pub struct Routed {
     pub service: Arc<Service>,
     pub reply: Reply,
+    /// Keeps the call counted as in flight (a stream holds it until it ends).
+    pub in_flight: InFlight,
 }
 
 /// What became of one routed request.
 pub struct Outcome {
-    /// Upstream calls made (rate-limit skips are not calls).
+    /// Upstream calls made (rate-limit and ejection skips are not calls).
     pub attempts: u32,
     pub result: Result<Routed, Error>,
 }
@@ -57,6 +63,18 @@ pub struct Dispatcher {
     pub stats: RouterStats,
     pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
+    balancer: Balancer,
+}
+
+/// The failover loop's running state for one request.
+struct Attempts<'s> {
+    count: u32,
+    supported: bool,
+    soonest_slot: Option<Duration>,
+    failures: Vec<(&'s Service, Failure)>,
+    /// Ejected services passed over, with the model each would get, and
+    /// whether "never fail without trying" called them after all.
+    ejected: Vec<(&'s Arc<Service>, &'s str, bool)>,
 }
 
 impl Dispatcher {
@@ -66,120 +84,255 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartupError> {
         let epoch = Instant::now();
-        let services = config
+        let services: Vec<Arc<Service>> = config
             .services
             .iter()
-            .map(|c| Service::new(c.clone(), epoch).map(Arc::new))
+            .map(|c| Service::new(c.clone(), config.health, epoch).map(Arc::new))
             .collect::<Result<_, _>>()?;
+        let balancer = Balancer::new(config.balancing, &services);
         Ok(Self {
             services,
             stats: RouterStats::default(),
             client,
             metrics,
+            balancer,
         })
     }
 
-    /// Tries eligible services in order until one answers (SPEC 4).
-    pub async fn dispatch(&self, req: RoutedRequest<'_>) -> Outcome {
+    /// Tries eligible services until one answers (SPEC 4, 9): tiers by priority,
+    /// ordered within a tier by the balancing strategy; model support,
+    /// cool-downs, health and rate limits decide eligibility, in that order.
+    pub async fn dispatch<'s>(&'s self, req: RoutedRequest<'s>) -> Outcome {
         bump(&self.stats.total_requests);
-        let mut attempts = 0u32;
-        let mut supported = false;
-        let mut soonest_slot: Option<Duration> = None;
-        let mut failures: Vec<(&Service, Failure)> = Vec::new();
+        let order = self.balancer.order(&self.services, Instant::now());
+        let mut run = Attempts {
+            count: 0,
+            supported: false,
+            soonest_slot: None,
+            failures: Vec::new(),
+            ejected: Vec::new(),
+        };
 
-        for service in &self.services {
+        for pos in 0..self.services.len() {
+            let service = &self.services[order.as_ref().map_or(pos, |o| o[pos])];
             let Some(model) = service.pick_model(req.model) else {
                 continue; // its known model list lacks every alternative
             };
-            supported = true;
+            run.supported = true;
             let now = Instant::now();
-            let wait = match service.cooldown.remaining(now) {
-                Some(left) => Some(left),
-                None => match service.limiter.as_ref().map(|l| l.try_admit(now)) {
-                    Some(Admission::Full { retry_after }) => Some(retry_after),
-                    Some(Admission::Admitted) | None => None,
-                },
-            };
-            if let Some(wait) = wait {
-                bump(&service.stats.rate_limited);
-                bump(&self.stats.total_rate_limit_skips);
-                self.metrics.count_rate_limit_skip(&service.label);
-                soonest_slot = Some(soonest_slot.map_or(wait, |s| s.min(wait)));
-                tracing::info!(
-                    service = service.name(),
-                    wait_s = wait.as_secs_f64(),
-                    "rate-limit skip: window full or cooling down"
-                );
+            if let Some(left) = service.cooldown.remaining(now) {
+                self.rate_limit_skip(service, left, &mut run);
                 continue;
             }
-            if let Some((failed, _)) = failures.last() {
-                bump(&self.stats.total_failovers);
-                self.metrics.count_failover(&failed.label);
+            let (gate, transition) = service.health.gate(now);
+            self.note(service, transition);
+            if gate == Gate::Closed {
+                run.ejected.push((service, model, false));
+                continue;
             }
-            attempts += 1;
-            bump(&service.stats.requests);
-            let call = Call {
-                url: service.url(req.endpoint),
-                api_key: service.config.api_key.as_ref(),
-                body: with_model(&req, model),
-                stream: req.stream,
-                timeout: service.config.timeout,
-                request_id: req.request_id,
-            };
-            let started = Instant::now();
-            let result = self.client.call(call).await;
-            match result {
-                Ok(reply) => {
-                    self.metrics.observe_ttfb(&service.label, started.elapsed());
-                    let outcome = if reply.status().is_success() {
-                        "success"
-                    } else {
-                        "client_error"
-                    };
-                    self.metrics.count_attempt(&service.label, outcome);
-                    let routed = Routed {
-                        service: Arc::clone(service),
-                        reply,
-                    };
-                    return Outcome {
-                        attempts,
-                        result: Ok(routed),
-                    };
+            if let Some(Admission::Full { retry_after }) =
+                service.limiter.as_ref().map(|l| l.try_admit(now))
+            {
+                if gate == Gate::Trial {
+                    service.health.record(Verdict::Neutral, true, now); // give the trial slot back
                 }
-                Err(failure) => {
-                    bump(&service.stats.failures);
-                    self.metrics.count_attempt(&service.label, "failure");
-                    if let Failure::Status {
-                        status,
-                        retry_after,
-                        ..
-                    } = &failure
-                    {
-                        self.metrics.observe_ttfb(&service.label, started.elapsed());
-                        if let (429, Some(after)) = (status.as_u16(), retry_after) {
-                            service.cooldown.extend(Instant::now(), *after);
-                        }
-                    }
-                    tracing::info!(service = service.name(), reason = %failure.describe(), "upstream call failed");
-                    failures.push((service, failure));
+                self.rate_limit_skip(service, retry_after, &mut run);
+                continue;
+            }
+            if let Some(routed) = self
+                .call(service, model, &req, gate == Gate::Trial, &mut run)
+                .await
+            {
+                return self.finish(run, Ok(routed));
+            }
+        }
+
+        // Never fail without trying: every eligible service is ejected.
+        if run.count == 0 {
+            for k in 0..run.ejected.len() {
+                let (service, model, _) = run.ejected[k];
+                let now = Instant::now();
+                if let Some(Admission::Full { retry_after }) =
+                    service.limiter.as_ref().map(|l| l.try_admit(now))
+                {
+                    self.rate_limit_skip(service, retry_after, &mut run);
+                    continue;
+                }
+                run.ejected[k].2 = true;
+                service.health.force_trial();
+                if let Some(routed) = self.call(service, model, &req, true, &mut run).await {
+                    return self.finish(run, Ok(routed));
                 }
             }
         }
 
-        let result = if !supported {
-            Err(Error::ModelNotFound(req.model.to_owned()))
+        let error = if !run.supported {
+            Error::ModelNotFound(req.model.to_owned())
         } else {
-            match failures.last() {
+            match run.failures.last() {
                 None => {
-                    let wait = soonest_slot.unwrap_or(Duration::from_secs(1));
-                    Err(Error::RateLimited {
+                    let wait = run.soonest_slot.unwrap_or(Duration::from_secs(1));
+                    Error::RateLimited {
                         retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-                    })
+                    }
                 }
-                Some((last_service, last)) => Err(all_failed(&failures, last_service.name(), last)),
+                Some((last_service, last)) => all_failed(&run.failures, last_service.name(), last),
             }
         };
-        Outcome { attempts, result }
+        self.finish(run, Err(error))
+    }
+
+    /// One upstream call, with its counters, health verdict and latency.
+    async fn call<'s>(
+        &'s self,
+        service: &'s Arc<Service>,
+        model: &str,
+        req: &RoutedRequest<'_>,
+        trial: bool,
+        run: &mut Attempts<'s>,
+    ) -> Option<Routed> {
+        if let Some((failed, _)) = run.failures.last() {
+            bump(&self.stats.total_failovers);
+            self.metrics.count_failover(&failed.label);
+        }
+        run.count += 1;
+        bump(&service.stats.requests);
+        let in_flight = InFlight::new(service);
+        let call = Call {
+            url: service.url(req.endpoint),
+            api_key: service.config.api_key.as_ref(),
+            body: with_model(req, model),
+            stream: req.stream,
+            timeout: service.config.timeout,
+            request_id: req.request_id,
+        };
+        let started = Instant::now();
+        let result = self.client.call(call).await;
+        let now = Instant::now();
+        match result {
+            Ok(reply) => {
+                let elapsed = now.saturating_duration_since(started);
+                self.metrics.observe_ttfb(&service.label, elapsed);
+                let verdict = if reply.status().is_success() {
+                    service.record_latency(elapsed, now);
+                    self.metrics.count_attempt(&service.label, "success");
+                    Verdict::Success
+                } else {
+                    self.metrics.count_attempt(&service.label, "client_error");
+                    Verdict::Neutral
+                };
+                let transition = service.health.record(verdict, trial, now);
+                self.note(service, transition);
+                Some(Routed {
+                    service: Arc::clone(service),
+                    reply,
+                    in_flight,
+                })
+            }
+            Err(failure) => {
+                bump(&service.stats.failures);
+                self.metrics.count_attempt(&service.label, "failure");
+                let verdict = match &failure {
+                    Failure::Connect(_) | Failure::Timeout(_) => Verdict::Failure,
+                    Failure::Status {
+                        status,
+                        retry_after,
+                        ..
+                    } => {
+                        self.metrics
+                            .observe_ttfb(&service.label, now.saturating_duration_since(started));
+                        if let (429, Some(after)) = (status.as_u16(), retry_after) {
+                            service.cooldown.extend(now, *after);
+                        }
+                        if status.is_server_error() {
+                            Verdict::Failure
+                        } else {
+                            Verdict::Neutral
+                        }
+                    }
+                };
+                let transition = service.health.record(verdict, trial, now);
+                tracing::info!(service = service.name(), reason = %failure.describe(), "upstream call failed");
+                self.note(service, transition);
+                run.failures.push((service, failure));
+                None
+            }
+        }
+    }
+
+    fn rate_limit_skip(&self, service: &Service, wait: Duration, run: &mut Attempts<'_>) {
+        bump(&service.stats.rate_limited);
+        bump(&self.stats.total_rate_limit_skips);
+        self.metrics.count_rate_limit_skip(&service.label);
+        run.soonest_slot = Some(run.soonest_slot.map_or(wait, |s| s.min(wait)));
+        tracing::info!(
+            service = service.name(),
+            wait_s = wait.as_secs_f64(),
+            "rate-limit skip: window full or cooling down"
+        );
+    }
+
+    /// Counts the ejection skips (ejected services that were not called after all).
+    fn finish(&self, run: Attempts<'_>, result: Result<Routed, Error>) -> Outcome {
+        for (service, _, called) in &run.ejected {
+            if !called {
+                bump(&service.stats.ejection_skips);
+                bump(&self.stats.total_ejection_skips);
+                self.metrics.count_ejection_skip(&service.label);
+            }
+        }
+        Outcome {
+            attempts: run.count,
+            result,
+        }
+    }
+
+    /// Logs and counts a health state change.
+    pub fn note(&self, service: &Service, transition: Option<Transition>) {
+        match transition {
+            None => {}
+            Some(Transition::Ejected { for_ }) => {
+                self.metrics.count_ejection(&service.label);
+                tracing::info!(
+                    service = service.name(),
+                    eject_s = for_.as_secs_f64(),
+                    "service ejected after consecutive failures"
+                );
+            }
+            Some(Transition::HalfOpen) => tracing::info!(
+                service = service.name(),
+                "service half-open: one trial request at a time"
+            ),
+            Some(Transition::Recovered) => {
+                tracing::info!(service = service.name(), "service recovered")
+            }
+        }
+    }
+
+    /// Probes every ejected service once (`GET {base_url}/models`); a success
+    /// makes it half-open. Probes do not count against rate limits.
+    pub async fn probe_ejected(&self) {
+        let probes = self
+            .services
+            .iter()
+            .filter(|s| s.health.is_ejected())
+            .map(|s| async move {
+                let timeout = s.config.timeout.min(Duration::from_secs(10));
+                if self
+                    .client
+                    .get_models(s.models_url(), s.config.api_key.as_ref(), timeout)
+                    .await
+                    .is_ok()
+                {
+                    let transition = s.health.probe_succeeded();
+                    self.note(s, transition);
+                }
+            });
+        futures_util::future::join_all(probes).await;
+    }
+
+    pub fn balancing(&self) -> Balancing {
+        self.balancer.strategy()
     }
 
     /// The metrics label for a requested model: the first alternative some

@@ -1,6 +1,7 @@
 //! One upstream service at run time: its configuration, precomputed endpoint
 //! URLs, rate limiter, cool-down, discovered models and counters.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -8,8 +9,9 @@ use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 use url::Url;
 
+use super::health::Health;
 use super::models::Catalog;
-use crate::config::ServiceConfig;
+use crate::config::{HealthConfig, ServiceConfig};
 use crate::error::StartupError;
 use crate::metrics::Label;
 use crate::ratelimit::RateLimiter;
@@ -92,10 +94,44 @@ pub struct Service {
     pub stats: ServiceStats,
     /// The name as a metrics label, allocated once.
     pub label: Label,
+    pub health: Health,
+    /// Calls in progress (streams until they end), for `least_busy`.
+    in_flight: AtomicU64,
+    /// EWMA of time to first byte over successful calls, ms, as f64 bits; and
+    /// when it was last updated (ns after `epoch`; 0 = no figure yet).
+    latency_bits: AtomicU64,
+    latency_at: AtomicU64,
+    epoch: Instant,
 }
 
+/// Counts a call in flight until dropped (held by the relay for streams).
+#[derive(Debug)]
+pub struct InFlight(Arc<Service>);
+
+impl InFlight {
+    pub fn new(service: &Arc<Service>) -> Self {
+        service.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(service))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How fast a latency figure decays toward zero without traffic (SPEC 9.2).
+const LATENCY_DECAY_SECS: f64 = 10.0;
+/// Weight of a new sample in the moving average.
+const LATENCY_ALPHA: f64 = 0.3;
+
 impl Service {
-    pub fn new(config: ServiceConfig, epoch: Instant) -> Result<Self, StartupError> {
+    pub fn new(
+        config: ServiceConfig,
+        health: HealthConfig,
+        epoch: Instant,
+    ) -> Result<Self, StartupError> {
         let base = config.base_url_str().to_owned();
         let join = |path: &str| {
             Url::parse(&format!("{base}{path}")).map_err(|e| {
@@ -120,6 +156,11 @@ impl Service {
             models: ArcSwapOption::empty(),
             stats: ServiceStats::default(),
             label: Label::from(config_name.as_str()),
+            health: Health::new(health, epoch),
+            in_flight: AtomicU64::new(0),
+            latency_bits: AtomicU64::new(0),
+            latency_at: AtomicU64::new(0),
+            epoch,
         })
     }
 
@@ -152,13 +193,37 @@ impl Service {
         }
     }
 
-    /// `healthy`, `degraded` or `unhealthy`, from the failure rate and limits.
-    pub fn health(&self, now: Instant) -> &'static str {
-        match self.stats.counts().failure_rate() {
-            r if r > 50.0 => "unhealthy",
-            r if r > 10.0 || self.is_rate_limited(now) => "degraded",
-            _ => "healthy",
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The latency figure at `now` (decayed toward zero since its last update;
+    /// 0 when there is none yet, so an unmeasured service counts as fastest).
+    pub fn latency_ms(&self, now: Instant) -> f64 {
+        let at = self.latency_at.load(Ordering::Relaxed);
+        if at == 0 {
+            return 0.0;
         }
+        let value = f64::from_bits(self.latency_bits.load(Ordering::Relaxed));
+        let age = now.saturating_duration_since(self.epoch).as_secs_f64()
+            - Duration::from_nanos(at).as_secs_f64();
+        value * (-age.max(0.0) / LATENCY_DECAY_SECS).exp()
+    }
+
+    /// Folds a successful call's time to first byte into the figure.
+    pub fn record_latency(&self, ttfb: Duration, now: Instant) {
+        let sample = ttfb.as_secs_f64() * 1000.0;
+        let next = if self.latency_at.load(Ordering::Relaxed) == 0 {
+            sample
+        } else {
+            self.latency_ms(now) * (1.0 - LATENCY_ALPHA) + sample * LATENCY_ALPHA
+        };
+        // Two racing updates may lose one sample: harmless for a moving average.
+        self.latency_bits.store(next.to_bits(), Ordering::Relaxed);
+        let at = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.latency_at.store(at, Ordering::Relaxed);
     }
 
     /// Whether the window is full or the service cools down, at `now`.
@@ -185,8 +250,9 @@ mod tests {
             timeout: Duration::from_secs(1),
             priority: 0,
             rate_limit: None,
+            weight: 1.0,
         };
-        Service::new(cfg, Instant::now()).unwrap()
+        Service::new(cfg, HealthConfig::default(), Instant::now()).unwrap()
     }
 
     #[test]
