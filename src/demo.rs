@@ -113,16 +113,11 @@ pub async fn run(overrides: &Overrides, env: &EnvMap) -> Result<(), StartupError
     let cfg = config::load(&overrides, &demo_env)?;
     logging::init(&cfg.log_level, config::rust_log(env), cfg.log_format);
 
-    let addr = format!("{}:{}", cfg.host, cfg.port);
+    let (host, port) = (cfg.host.clone(), cfg.port);
     let app = server::App::build(cfg).await?;
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|source| StartupError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+    let listener = server::bind(&host, port).await?;
     let local = listener.local_addr().map_err(|source| StartupError::Bind {
-        addr: addr.clone(),
+        addr: format!("{host}:{port}"),
         source,
     })?;
     let auth = app

@@ -7,7 +7,6 @@ use llm_router::cli::{Cli, Command};
 use llm_router::config::{self, Config, EnvMap};
 use llm_router::error::StartupError;
 use llm_router::{App, demo, logging, server};
-use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -60,13 +59,10 @@ fn init_logging(config: &Config, env: &EnvMap) {
 
 async fn serve(config: Config) -> Result<(), StartupError> {
     let addr = format!("{}:{}", config.host, config.port);
+    let (host, port) = (config.host.clone(), config.port);
+    // Discovery first: the listener opens once the first round is done (SPEC 4.2).
     let app = App::build(config).await?;
-    let listener = TcpListener::bind(&addr)
-        .await
-        .map_err(|source| StartupError::Bind {
-            addr: addr.clone(),
-            source,
-        })?;
+    let listener = server::bind(&host, port).await?;
     let state = app.state();
     let names: Vec<&str> = state.dispatcher.services.iter().map(|s| s.name()).collect();
     tracing::info!(%addr, services = ?names, mode = state.config.mode(), "llm-router listening");

@@ -149,6 +149,14 @@ fn warn_about_auth(config: &Config, auth: &Auth) {
     }
 }
 
+/// Binds `host:port` (port 0: any free port).
+pub async fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
+    let addr = format!("{host}:{port}");
+    TcpListener::bind(&addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
 /// Routes and layers. Client endpoints carry the auth layer; `/health` and
 /// `/ready` do not.
 pub fn router(state: Arc<AppState>) -> Router {

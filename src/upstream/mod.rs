@@ -226,51 +226,37 @@ impl UpstreamClient {
         let mut head = BytesMut::new();
         let mut framer = SseFramer::default();
         loop {
-            match tokio::time::timeout(timeout, rest.next()).await {
+            let ready = match tokio::time::timeout(timeout, rest.next()).await {
                 Err(_) => return Err(timed_out("no first event", timeout)),
-                Ok(None) if head.is_empty() => {
-                    return Err(Failure::Connect(
-                        "stream closed before any event".to_owned(),
-                    ));
-                }
-                Ok(None) if !has_data_field(&head) => {
-                    return Err(Failure::Connect(
-                        "stream closed before any data event".to_owned(),
-                    ));
-                }
-                Ok(None) => {
-                    // A complete (if unframed) answer; relay it as is.
-                    let ready = head.len();
-                    return Ok(Reply::Streaming(Streaming {
-                        status,
-                        headers,
-                        head,
-                        ready,
-                        framer,
-                        rest,
-                        idle_timeout: timeout,
-                    }));
-                }
                 Ok(Some(Err(why))) => return Err(Failure::Connect(why)),
+                Ok(None) if !has_data_field(&head) => {
+                    let what = if head.is_empty() {
+                        "any event"
+                    } else {
+                        "any data event"
+                    };
+                    return Err(Failure::Connect(format!("stream closed before {what}")));
+                }
+                // A complete (if unframed) answer: relay it as is.
+                Ok(None) => head.len(),
                 Ok(Some(Ok(chunk))) => {
                     let before = head.len();
                     head.extend_from_slice(&chunk);
-                    if let Some(n) = framer.feed(&chunk) {
-                        let ready = before + n;
-                        if has_data_field(&head[..ready]) {
-                            return Ok(Reply::Streaming(Streaming {
-                                status,
-                                headers,
-                                head,
-                                ready,
-                                framer,
-                                rest,
-                                idle_timeout: timeout,
-                            }));
-                        }
+                    match framer.feed(&chunk) {
+                        Some(n) if has_data_field(&head[..before + n]) => before + n,
+                        _ => continue,
                     }
                 }
-            }
+            };
+            return Ok(Reply::Streaming(Streaming {
+                status,
+                headers,
+                head,
+                ready,
+                framer,
+                rest,
+                idle_timeout: timeout,
+            }));
         }
     }
 
