@@ -29,6 +29,8 @@ fn temp_dir(tag: &str) -> PathBuf {
 /// The binary with a clean environment (no stray keys from the machine).
 fn command(dir: &Path) -> Command {
     let mut c = Command::new(bin());
+    // A failing test must not leave a router running.
+    c.kill_on_drop(true);
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .current_dir(dir)
