@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::api::{AppState, admin, auth as api_auth, openai};
+use crate::api::{AppState, admin, auth as api_auth, docs, openai};
 use crate::auth::{self, Auth, EnvSource};
 use crate::body::{discard_unused_body, reject};
 use crate::config::{Config, EnvMap};
@@ -207,6 +207,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         ));
     let public_routes = Router::new()
         .merge(public_metrics)
+        .route("/openapi.json", get(docs::openapi_json))
+        .route("/docs", get(docs::swagger_ui))
+        .route("/docs/swagger-ui.css", get(docs::swagger_ui_css))
+        .route("/docs/swagger-ui-bundle.js", get(docs::swagger_ui_js))
+        .route("/redoc", get(docs::redoc))
+        .route("/redoc/redoc.standalone.js", get(docs::redoc_js))
         .route("/health", get(admin::health))
         .route("/ready", get(admin::ready))
         .route_layer(middleware::from_fn(discard_unused_body));

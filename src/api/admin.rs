@@ -12,7 +12,7 @@ use http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
 use tokio::time::Instant;
 
-use super::AppState;
+use super::{AppState, schema};
 use crate::metrics::{ServiceLabels, StatusLabels};
 use crate::routing::Service;
 use crate::stats::percent;
@@ -20,6 +20,8 @@ use crate::stats::percent;
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// `GET /health`: liveness, open to everyone.
+#[utoipa::path(get, path = "/health", tag = "router", 
+    responses((status = 200, description = "Alive (liveness); needs no key", body = schema::Status)))]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "healthy", "version": VERSION }))
 }
@@ -27,6 +29,8 @@ pub async fn health() -> Json<Value> {
 /// `GET /ready`: readiness for load balancers. Deliberately independent of
 /// upstream health and rate limits (SPEC 5): every replica sees the same
 /// providers, and turning all of them unready would turn an outage into a total one.
+#[utoipa::path(get, path = "/ready", tag = "router", 
+    responses((status = 200, description = "Ready for traffic; needs no key", body = schema::Status), (status = 503, description = "Starting up or shutting down", body = schema::ErrorResponse)))]
 pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, crate::error::Error> {
     if state.ready.load(Relaxed) {
         Ok(Json(json!({ "status": "ready" })))
@@ -39,6 +43,10 @@ pub async fn ready(State(state): State<Arc<AppState>>) -> Result<Json<Value>, cr
 
 /// `GET /metrics`: Prometheus exposition. State gauges are computed here, at
 /// scrape time, not maintained on the request path.
+#[utoipa::path(get, path = "/metrics", tag = "router", security(("bearer" = []), ()),
+    description = "Prometheus exposition; needs a key unless METRICS_PUBLIC=true.",
+    responses((status = 200, description = "Metrics", content_type = "text/plain", body = String),
+        (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse)))]
 pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let m = &state.dispatcher.metrics;
     let now = Instant::now();
@@ -52,7 +60,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
                 })
                 .set(remaining);
         }
-        let current = s.health.status();
+        let current = s.health.status(now);
         m.service_in_flight
             .get_or_create(&ServiceLabels {
                 service: Arc::clone(&service),
@@ -81,6 +89,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 }
 
 /// `GET /`.
+#[utoipa::path(get, path = "/", tag = "router", security(("bearer" = [])),
+    responses((status = 200, description = "Name, version, mode and services", body = schema::RootInfo), (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse)))]
 pub async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
     let services: Vec<Value> = state
         .dispatcher
@@ -98,6 +108,8 @@ pub async fn root(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// `GET /backend/info`: per-service configuration, keys masked.
+#[utoipa::path(get, path = "/backend/info", tag = "router", security(("bearer" = [])),
+    responses((status = 200, description = "Per-service configuration, keys masked", body = schema::BackendInfo), (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse)))]
 pub async fn backend_info(State(state): State<Arc<AppState>>) -> Json<Value> {
     let services: Vec<Value> = state
         .dispatcher
@@ -132,6 +144,8 @@ pub async fn backend_info(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// `GET /router/stats`.
+#[utoipa::path(get, path = "/router/stats", tag = "router", security(("bearer" = [])),
+    responses((status = 200, description = "Totals and per-service counters", body = schema::RouterStats), (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse)))]
 pub async fn router_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     let d = &state.dispatcher;
     let total = d.stats.total_requests.load(Relaxed);
@@ -174,6 +188,8 @@ pub async fn router_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// `GET /router/rate-limits`.
+#[utoipa::path(get, path = "/router/rate-limits", tag = "router", security(("bearer" = [])),
+    responses((status = 200, description = "Per-service window state", body = schema::RateLimits), (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse)))]
 pub async fn rate_limits(State(state): State<Arc<AppState>>) -> Json<Value> {
     let d = &state.dispatcher;
     let total = d.stats.total_requests.load(Relaxed);
@@ -186,6 +202,8 @@ pub async fn rate_limits(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// `GET /router/health`.
+#[utoipa::path(get, path = "/router/health", tag = "router", security(("bearer" = [])),
+    responses((status = 200, description = "Per-service health", body = schema::RouterHealth), (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse)))]
 pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let now = Instant::now();
     let mut services = Map::new();
@@ -193,7 +211,7 @@ pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
     for s in &state.dispatcher.services {
         let c = s.stats.counts();
         let limited = s.is_rate_limited(now);
-        let status = s.health.status();
+        let status = s.health.status(now);
         let ejected_until = s.health.ejected_for(now).map(|left| {
             humantime::format_rfc3339_millis(std::time::SystemTime::now() + left).to_string()
         });
@@ -229,6 +247,10 @@ pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// `POST /router/reset-stats`.
+#[utoipa::path(post, path = "/router/reset-stats", tag = "router", security(("bearer" = [])),
+    description = "Zeroes the counters. Needs the admin key when ADMIN_KEY is set.",
+    responses((status = 200, description = "Reset", body = schema::Done), (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse),
+        (status = 403, description = "Not the admin key", body = schema::ErrorResponse)))]
 pub async fn reset_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     state.dispatcher.reset_stats();
     tracing::info!("router statistics reset");

@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod auth;
+pub mod docs;
 pub mod extract;
 pub mod openai;
+pub mod schema;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::extract::{LimitedBody, PeekedBody};
+use super::{AppState, schema};
 use crate::error::Error;
 use crate::metrics::{Label, Metrics, ServiceLabels, StreamGuard};
 use crate::request_id::RequestId;
@@ -31,6 +31,25 @@ pub struct RouteInfo {
     pub attempts: u32,
 }
 
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", request_body = schema::ChatCompletionRequest,
+    description = "Routed to the first eligible service; fails over before the first byte.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The upstream's answer, unchanged (JSON; with `stream: true`, server-sent events)",
+            headers(("x-llm-router-service" = String, description = "The service that answered"),
+                    ("x-llm-router-attempts" = u32, description = "Upstream calls made")),
+            content((schema::UpstreamAnswer = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, missing model or messages; or the upstream's own 400, unchanged", body = schema::ErrorResponse),
+        (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse),
+        (status = 404, description = "No service serves the model (model_not_found)", body = schema::ErrorResponse),
+        (status = 413, description = "Body over MAX_REQUEST_BODY_BYTES", body = schema::ErrorResponse),
+        (status = 429, description = "Every eligible service is rate limited, or this key's own limit is used up",
+            headers(("Retry-After" = u64, description = "Seconds until the first slot frees")), body = schema::ErrorResponse),
+        (status = 502, description = "Every attempted service was unreachable", body = schema::ErrorResponse),
+        (status = 503, description = "Every attempted service failed", body = schema::ErrorResponse),
+        (status = 504, description = "Every attempted service timed out", body = schema::ErrorResponse),
+        (status = "default", description = "Another upstream client error (such as 422), passed through unchanged", body = Object),
+    ))]
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     request_id: Option<Extension<RequestId>>,
@@ -39,6 +58,25 @@ pub async fn chat_completions(
     proxy(&state, Endpoint::ChatCompletions, request_id, body).await
 }
 
+#[utoipa::path(post, path = "/v1/completions", tag = "openai", request_body = schema::CompletionRequest,
+    description = "Legacy completions, routed like chat.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The upstream's answer, unchanged (JSON; with `stream: true`, server-sent events)",
+            headers(("x-llm-router-service" = String, description = "The service that answered"),
+                    ("x-llm-router-attempts" = u32, description = "Upstream calls made")),
+            content((schema::UpstreamAnswer = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, missing model or messages; or the upstream's own 400, unchanged", body = schema::ErrorResponse),
+        (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse),
+        (status = 404, description = "No service serves the model (model_not_found)", body = schema::ErrorResponse),
+        (status = 413, description = "Body over MAX_REQUEST_BODY_BYTES", body = schema::ErrorResponse),
+        (status = 429, description = "Every eligible service is rate limited, or this key's own limit is used up",
+            headers(("Retry-After" = u64, description = "Seconds until the first slot frees")), body = schema::ErrorResponse),
+        (status = 502, description = "Every attempted service was unreachable", body = schema::ErrorResponse),
+        (status = 503, description = "Every attempted service failed", body = schema::ErrorResponse),
+        (status = 504, description = "Every attempted service timed out", body = schema::ErrorResponse),
+        (status = "default", description = "Another upstream client error (such as 422), passed through unchanged", body = Object),
+    ))]
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     request_id: Option<Extension<RequestId>>,
@@ -47,6 +85,25 @@ pub async fn completions(
     proxy(&state, Endpoint::Completions, request_id, body).await
 }
 
+#[utoipa::path(post, path = "/v1/embeddings", tag = "openai", request_body = schema::EmbeddingRequest,
+    description = "Embeddings, routed like chat.",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The upstream's answer, unchanged (JSON; with `stream: true`, server-sent events)",
+            headers(("x-llm-router-service" = String, description = "The service that answered"),
+                    ("x-llm-router-attempts" = u32, description = "Upstream calls made")),
+            content((schema::UpstreamAnswer = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "Malformed JSON, missing model or messages; or the upstream's own 400, unchanged", body = schema::ErrorResponse),
+        (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse),
+        (status = 404, description = "No service serves the model (model_not_found)", body = schema::ErrorResponse),
+        (status = 413, description = "Body over MAX_REQUEST_BODY_BYTES", body = schema::ErrorResponse),
+        (status = 429, description = "Every eligible service is rate limited, or this key's own limit is used up",
+            headers(("Retry-After" = u64, description = "Seconds until the first slot frees")), body = schema::ErrorResponse),
+        (status = 502, description = "Every attempted service was unreachable", body = schema::ErrorResponse),
+        (status = 503, description = "Every attempted service failed", body = schema::ErrorResponse),
+        (status = 504, description = "Every attempted service timed out", body = schema::ErrorResponse),
+        (status = "default", description = "Another upstream client error (such as 422), passed through unchanged", body = Object),
+    ))]
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
     request_id: Option<Extension<RequestId>>,
@@ -182,6 +239,8 @@ fn service_header(service: &Service) -> HeaderValue {
 
 /// `GET /v1/models`: the union of every service's discovered models, first
 /// service in routing order winning for a model several serve.
+#[utoipa::path(get, path = "/v1/models", tag = "openai", security(("bearer" = [])),
+    responses((status = 200, description = "The union of every service's discovered models", body = schema::ModelList), (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse)))]
 pub async fn list_models(State(state): State<Arc<AppState>>) -> Response {
     let mut seen = std::collections::HashSet::new();
     let mut data = Vec::new();
@@ -198,6 +257,11 @@ pub async fn list_models(State(state): State<Arc<AppState>>) -> Response {
 }
 
 /// `GET /v1/models/{id}`; ids may contain `/`.
+#[utoipa::path(get, path = "/v1/models/{model_id}", tag = "openai", security(("bearer" = [])),
+    params(("model_id" = String, Path, description = "A model id; may contain `/` (send it as %2F)")),
+    responses((status = 200, description = "The model", body = schema::Model),
+        (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse),
+        (status = 404, description = "No service lists it", body = schema::ErrorResponse)))]
 pub async fn get_model(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,

@@ -200,8 +200,11 @@ impl Health {
 
     /// `healthy`, `degraded` (half-open, or failures below the threshold) or
     /// `unhealthy` (ejected), as `/router/health` reports it.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self, now: Instant) -> &'static str {
         match self.state.load(Relaxed) {
+            // The ejection is over but no request or probe has looked yet: it is
+            // effectively half-open.
+            EJECTED if self.nanos(now) >= self.ejected_until.load(Relaxed) => "degraded",
             EJECTED => "unhealthy",
             HALF_OPEN => "degraded",
             _ if self.consecutive_failures.load(Relaxed) > 0 => "degraded",
@@ -224,7 +227,7 @@ impl Health {
         }
         let until = self.ejected_until.load(Relaxed);
         let now = self.nanos(now);
-        Some(Duration::from_nanos(until.saturating_sub(now)))
+        (until > now).then(|| Duration::from_nanos(until - now))
     }
 }
 
@@ -249,14 +252,14 @@ mod tests {
         assert_eq!(h.record(Verdict::Failure, false, now), None);
         assert_eq!(h.record(Verdict::Neutral, false, now), None);
         assert_eq!(h.record(Verdict::Failure, false, now), None);
-        assert_eq!(h.status(), "degraded");
+        assert_eq!(h.status(Instant::now()), "degraded");
         assert_eq!(
             h.record(Verdict::Failure, false, now),
             Some(Transition::Ejected {
                 for_: Duration::from_secs(10)
             })
         );
-        assert_eq!(h.status(), "unhealthy");
+        assert_eq!(h.status(Instant::now()), "unhealthy");
         assert_eq!(h.gate(now).0, Gate::Closed);
         assert_eq!(h.ejected_for(now), Some(Duration::from_secs(10)));
     }
@@ -268,7 +271,7 @@ mod tests {
         h.record(Verdict::Failure, false, now);
         h.record(Verdict::Success, false, now);
         assert_eq!(h.record(Verdict::Failure, false, now), None);
-        assert_eq!(h.status(), "degraded");
+        assert_eq!(h.status(Instant::now()), "degraded");
     }
 
     #[tokio::test(start_paused = true)]
@@ -311,13 +314,22 @@ mod tests {
             h.record(Verdict::Success, true, now),
             Some(Transition::Recovered)
         );
-        assert_eq!((h.status(), h.gate(now).0), ("healthy", Gate::Open));
+        assert_eq!((h.status(now), h.gate(now).0), ("healthy", Gate::Open));
         assert_eq!(
             h.record(Verdict::Failure, false, now),
             Some(Transition::Ejected {
                 for_: Duration::from_secs(10)
             })
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ejection_that_ran_out_reads_as_degraded_before_anyone_looks() {
+        let h = health(1);
+        h.record(Verdict::Failure, false, Instant::now());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(h.status(Instant::now()), "degraded");
+        assert_eq!(h.ejected_for(Instant::now()), None);
     }
 
     #[tokio::test(start_paused = true)]
