@@ -17,7 +17,7 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Value> {
 }
 
 /// `GET /auth/metrics`: per-key counters keyed by the masked key.
-#[utoipa::path(get, path = "/auth/metrics", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/auth/metrics", tag = "auth", operation_id = "auth_metrics", security(("bearer" = [])),
     responses((status = 200, description = "Per-key counters, keys masked", body = schema::AuthMetrics), (status = 401, description = "Missing or invalid client key", body = schema::ErrorResponse)))]
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(state.auth.metrics_json())

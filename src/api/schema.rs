@@ -29,7 +29,7 @@ pub struct ErrorObject {
 #[derive(ToSchema)]
 pub struct ChatCompletionRequest {
     /// A model id, or `a|b|c`: each service gets the first alternative it serves.
-    #[schema(example = "gpt-4o-mini")]
+    #[schema(example = "gpt-4o-mini", min_length = 1, pattern = r"[^|\s]")]
     pub model: String,
     pub messages: Vec<Value>,
     /// `true`: the answer is a `text/event-stream` of chunks ending with `data: [DONE]`.
@@ -39,7 +39,11 @@ pub struct ChatCompletionRequest {
 /// A legacy completion request, forwarded unchanged.
 #[derive(ToSchema)]
 pub struct CompletionRequest {
-    #[schema(example = "gpt-3.5-turbo-instruct")]
+    #[schema(
+        example = "gpt-3.5-turbo-instruct",
+        min_length = 1,
+        pattern = r"[^|\s]"
+    )]
     pub model: String,
     pub prompt: Option<Value>,
     pub stream: Option<bool>,
@@ -48,7 +52,11 @@ pub struct CompletionRequest {
 /// An embeddings request, forwarded unchanged.
 #[derive(ToSchema)]
 pub struct EmbeddingRequest {
-    #[schema(example = "text-embedding-3-small")]
+    #[schema(
+        example = "text-embedding-3-small",
+        min_length = 1,
+        pattern = r"[^|\s]"
+    )]
     pub model: String,
     pub input: Value,
 }
