@@ -134,10 +134,10 @@ impl KeySet {
                 found = Some((key, false));
             }
         }
-        if let Some(admin) = &self.admin {
-            if bool::from(admin.secret.expose().as_bytes().ct_eq(candidate)) {
-                found = Some((admin, true));
-            }
+        if let Some(admin) = &self.admin
+            && bool::from(admin.secret.expose().as_bytes().ct_eq(candidate))
+        {
+            found = Some((admin, true));
         }
         found
     }
@@ -382,17 +382,16 @@ pub async fn enforce_key_limit(request: Request, next: Next) -> Response {
         .extensions()
         .get::<Identity>()
         .and_then(|i| i.state.limiter.as_ref())
+        && let Admission::Full { retry_after } = limiter.try_admit(Instant::now())
     {
-        if let Admission::Full { retry_after } = limiter.try_admit(Instant::now()) {
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            return reject(
-                request,
-                Error::KeyRateLimited {
-                    retry_after_secs: secs,
-                },
-            )
-            .await;
-        }
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        return reject(
+            request,
+            Error::KeyRateLimited {
+                retry_after_secs: secs,
+            },
+        )
+        .await;
     }
     next.run(request).await
 }

@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod request_id;
 pub mod routing;
 pub mod server;
+pub mod shared;
 pub mod stats;
 pub mod supervisor;
 pub mod upstream;

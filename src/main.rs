@@ -6,7 +6,11 @@ use clap::Parser;
 use llm_router::cli::{Cli, Command};
 use llm_router::config::{self, Config, EnvMap};
 use llm_router::error::StartupError;
+use llm_router::metrics::Metrics;
+use llm_router::shared::RedisBackend;
 use llm_router::{App, demo, logging, server};
+use std::sync::Arc;
+use std::time::Duration;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -44,6 +48,20 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
             let config = config::load(&overrides, &env)?;
             config.require_services()?;
             print!("{}", describe(&config));
+            if let Some(redis) = &config.redis {
+                // Unreachable is a warning, not an error: the router starts degraded.
+                let backend = RedisBackend::new(redis.clone(), Arc::new(Metrics::new()))?;
+                match backend.reachable(Duration::from_secs(2)).await {
+                    Ok(()) => println!("state: redis at {} is reachable", redis.display_url()),
+                    Err(why) => println!(
+                        "warning: redis at {} is unreachable ({why}); the router would start degraded (REDIS_FAILURE_MODE={})",
+                        redis.display_url(),
+                        redis.failure_mode.as_str()
+                    ),
+                }
+            } else {
+                println!("state: memory (one replica)");
+            }
             Ok(())
         }
         Command::Demo => demo::run(&overrides, &env).await,

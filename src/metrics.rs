@@ -82,6 +82,10 @@ pub struct Metrics {
     pub service_in_flight: Family<ServiceLabels, Gauge>,
     pub in_flight: Gauge,
     pub open_streams: Gauge,
+    /// 1 while the state backend answers (always 1 for memory).
+    pub state_backend_up: Gauge,
+    /// Limit decisions made by REDIS_FAILURE_MODE because Redis could not decide.
+    pub state_fallbacks: Counter,
     pub rate_limit_remaining: Family<ServiceLabels, Gauge>,
     pub service_status: Family<StatusLabels, Gauge>,
 }
@@ -109,6 +113,8 @@ impl Metrics {
             service_in_flight: Family::default(),
             in_flight: Gauge::default(),
             open_streams: Gauge::default(),
+            state_backend_up: Gauge::default(),
+            state_fallbacks: Counter::default(),
             rate_limit_remaining: Family::default(),
             service_status: Family::default(),
             registry: Registry::default(),
@@ -172,6 +178,16 @@ impl Metrics {
             m.service_in_flight.clone(),
         );
         r.register(
+            "state_backend_up",
+            "1 while the shared-state backend answers (memory: always 1)",
+            m.state_backend_up.clone(),
+        );
+        r.register(
+            "state_fallbacks",
+            "Rate-limit decisions made by REDIS_FAILURE_MODE because Redis could not decide",
+            m.state_fallbacks.clone(),
+        );
+        r.register(
             "in_flight_requests",
             "Requests being handled (until their response head)",
             m.in_flight.clone(),
@@ -191,6 +207,7 @@ impl Metrics {
             "1 for the current status of each service (healthy, degraded, unhealthy)",
             m.service_status.clone(),
         );
+        m.state_backend_up.set(1);
         Self { registry, ..m }
     }
 

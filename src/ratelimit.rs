@@ -113,9 +113,15 @@ impl SlidingWindow {
 
     /// Admits and records `now` if the window has room, atomically.
     pub fn try_admit(&self, now: Instant) -> Admission {
+        self.try_admit_within(now, self.limit)
+    }
+
+    /// Like [`SlidingWindow::try_admit`] with a lower limit for this call (the
+    /// per-replica share while a shared backend is unreachable).
+    pub fn try_admit_within(&self, now: Instant, limit: u32) -> Admission {
         let mut log = self.lock();
         self.evict(&mut log, now);
-        if (log.len() as u64) < u64::from(self.limit) {
+        if (log.len() as u64) < u64::from(limit.min(self.limit)) {
             log.push_back(now);
             return Admission::Admitted;
         }

@@ -99,6 +99,31 @@ impl App {
                 .await;
             }
         });
+        if let Some(shared) = state.dispatcher.shared.clone() {
+            let names = state
+                .dispatcher
+                .services
+                .iter()
+                .map(|s| s.name().to_owned())
+                .collect();
+            let (for_cooldowns, for_totals) = (Arc::clone(&state), Arc::clone(&state));
+            let apply = move |i: usize, left: Duration| {
+                if let Some(service) = for_cooldowns.dispatcher.services.get(i) {
+                    service.cooldown.extend(tokio::time::Instant::now(), left);
+                }
+            };
+            let totals = move || {
+                let s = &for_totals.dispatcher.stats;
+                [
+                    &s.total_requests,
+                    &s.total_failovers,
+                    &s.total_rate_limit_skips,
+                    &s.total_ejection_skips,
+                ]
+                .map(|c| c.load(Ordering::Relaxed))
+            };
+            supervisor.spawn("shared-state", shared.run(names, apply, totals));
+        }
         if state.config.health.failure_threshold > 0 {
             let prober = Arc::clone(&state);
             supervisor.spawn("health-probes", async move {

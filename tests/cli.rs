@@ -526,3 +526,27 @@ async fn json_logs_carry_the_request_id_on_every_line_of_the_request() {
     assert_eq!(access["path"], "/v1/chat/completions");
     assert!(access["latency_ms"].as_f64().unwrap() >= 0.0);
 }
+
+#[tokio::test]
+async fn check_reports_an_unreachable_redis_as_a_warning_with_the_password_masked() {
+    let dir = temp_dir("redischeck");
+    let dead = free_port();
+    let mut c = command(&dir);
+    c.arg("check")
+        .env(
+            "ROUTER_SERVICES",
+            json!([{"name": "a", "backend_type": "custom", "base_url": "http://127.0.0.1:9/v1"}])
+                .to_string(),
+        )
+        .env(
+            "REDIS_URL",
+            format!("redis://:topsecretpw@127.0.0.1:{dead}/0"),
+        );
+    let (code, out) = output(c).await;
+    assert_eq!(code, 0, "an unreachable Redis is a warning in check: {out}");
+    assert!(
+        out.contains("warning: redis at") && out.contains(":****@127.0.0.1"),
+        "{out}"
+    );
+    assert!(!out.contains("topsecretpw"), "{out}");
+}

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::{AppState, schema};
 use crate::metrics::{ServiceLabels, StatusLabels};
 use crate::routing::Service;
+use crate::shared::ClusterView;
 use crate::stats::percent;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -53,7 +54,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     for s in &state.dispatcher.services {
         let service = Arc::clone(&s.label);
         if let Some(limiter) = &s.limiter {
-            let remaining = i64::from(limiter.state(now).remaining());
+            let remaining = i64::from(limiter.state(now).await.remaining());
             m.rate_limit_remaining
                 .get_or_create(&ServiceLabels {
                     service: Arc::clone(&service),
@@ -171,9 +172,29 @@ pub async fn router_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
             }),
         );
     }
+    let ejection_skips = d.stats.total_ejection_skips.load(Relaxed);
+    // Without Redis the cluster is this replica; with it, the live replicas' totals
+    // from the last heartbeat (at most about a second old).
+    let cluster = match &d.shared {
+        Some(shared) => shared.cluster(),
+        None => ClusterView {
+            replicas: 1,
+            total_requests: total,
+            total_failovers: failovers,
+            total_rate_limit_skips: skips,
+            total_ejection_skips: ejection_skips,
+        },
+    };
     Json(json!({
         "total_requests": total,
-        "total_ejection_skips": d.stats.total_ejection_skips.load(Relaxed),
+        "total_ejection_skips": ejection_skips,
+        "replicas": cluster.replicas,
+        "cluster": {
+            "total_requests": cluster.total_requests,
+            "total_failovers": cluster.total_failovers,
+            "total_rate_limit_skips": cluster.total_rate_limit_skips,
+            "total_ejection_skips": cluster.total_ejection_skips,
+        },
         "load_balancing": d.balancing().as_str(),
         "total_failovers": failovers,
         "total_rate_limit_skips": skips,
@@ -183,7 +204,7 @@ pub async fn router_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "configured_services": d.services.len(),
         "service_order": d.services.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "service_stats": per_service,
-        "rate_limiting": rate_limiting(&state),
+        "rate_limiting": rate_limiting(&state).await,
     }))
 }
 
@@ -195,7 +216,7 @@ pub async fn rate_limits(State(state): State<Arc<AppState>>) -> Json<Value> {
     let total = d.stats.total_requests.load(Relaxed);
     let skips = d.stats.total_rate_limit_skips.load(Relaxed);
     Json(json!({
-        "rate_limiting": rate_limiting(&state),
+        "rate_limiting": rate_limiting(&state).await,
         "total_rate_limit_skips": skips,
         "rate_limit_skip_rate": percent(skips, total),
     }))
@@ -210,7 +231,7 @@ pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
     let mut healthy = 0;
     for s in &state.dispatcher.services {
         let c = s.stats.counts();
-        let limited = s.is_rate_limited(now);
+        let limited = s.is_rate_limited(now).await;
         let status = s.health.status(now);
         let ejected_until = s.health.ejected_for(now).map(|left| {
             humantime::format_rfc3339_millis(std::time::SystemTime::now() + left).to_string()
@@ -243,7 +264,21 @@ pub async fn router_health(State(state): State<Arc<AppState>>) -> Json<Value> {
     } else {
         "degraded"
     };
-    Json(json!({ "overall_status": overall, "services": services }))
+    let (replicas, backend) = match &state.dispatcher.shared {
+        Some(shared) => (
+            shared.cluster().replicas,
+            json!({
+                "type": "redis",
+                "status": if shared.is_degraded() { "degraded" } else { "ok" },
+                "url": shared.config().display_url(),
+                "failure_mode": shared.config().failure_mode.as_str(),
+            }),
+        ),
+        None => (1, json!({ "type": "memory", "status": "ok" })),
+    };
+    Json(
+        json!({ "overall_status": overall, "services": services, "replicas": replicas, "state_backend": backend }),
+    )
 }
 
 /// `POST /router/reset-stats`.
@@ -257,14 +292,14 @@ pub async fn reset_stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "status": "ok", "message": "Router statistics reset" }))
 }
 
-fn rate_limiting(state: &AppState) -> Value {
+async fn rate_limiting(state: &AppState) -> Value {
     let now = Instant::now();
     let mut out = Map::new();
     for s in &state.dispatcher.services {
         let cooldown = s.cooldown.remaining(now);
         let entry = match &s.limiter {
             Some(limiter) => {
-                let w = limiter.state(now);
+                let w = limiter.state(now).await;
                 json!({
                     "rate_limit": format!("{}/{}s", w.limit, seconds_text(w.window)),
                     "current_requests": w.current,

@@ -267,10 +267,10 @@ pub async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Response, Error> {
     for service in &state.dispatcher.services {
-        if let Some(catalog) = &*service.models.load() {
-            if let Some(m) = catalog.models.iter().find(|m| m.id == id) {
-                return Ok(axum::Json(model_json(service, m)).into_response());
-            }
+        if let Some(catalog) = &*service.models.load()
+            && let Some(m) = catalog.models.iter().find(|m| m.id == id)
+        {
+            return Ok(axum::Json(model_json(service, m)).into_response());
         }
     }
     Err(Error::ModelNotFound(id))

@@ -73,15 +73,15 @@ pub(super) fn load(env: &dyn Env, file: Option<&FileAuth>, errors: &mut Vec<Stri
             }
         }
     }
-    if keys.is_empty() {
-        if let Some(file_keys) = file.and_then(|f| f.keys.as_ref()) {
-            keys.extend(
-                file_keys
-                    .iter()
-                    .filter(|k| !k.trim().is_empty())
-                    .map(|k| Secret::new(k.trim())),
-            );
-        }
+    if keys.is_empty()
+        && let Some(file_keys) = file.and_then(|f| f.keys.as_ref())
+    {
+        keys.extend(
+            file_keys
+                .iter()
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| Secret::new(k.trim())),
+        );
     }
     let keys_file = env
         .get("AUTH_KEYS_FILE")

@@ -20,6 +20,7 @@ pub struct FileConfig {
     pub auth: Option<FileAuth>,
     pub health: Option<super::routing::FileHealth>,
     pub routing: Option<super::routing::FileRouting>,
+    pub state: Option<super::state::FileState>,
     pub services: Option<Vec<WireService>>,
 }
 

@@ -9,6 +9,7 @@ pub mod env;
 mod file;
 mod routing;
 mod secret;
+mod state;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use auth::AuthConfig;
 pub use env::{Env, EnvMap};
 pub use routing::{Balancing, HealthConfig};
 pub use secret::{Secret, mask};
+pub use state::{FailureMode, RedisConfig, mask_url};
 
 use file::{FileConfig, SERVICE_FIELDS, WireService};
 
@@ -110,6 +112,8 @@ pub struct Config {
     pub auth: AuthConfig,
     pub health: HealthConfig,
     pub balancing: Balancing,
+    /// Shared state in Redis (SPEC 8); `None`: memory, one replica.
+    pub redis: Option<RedisConfig>,
     /// Where the services came from, for `check` and start-up logs.
     pub services_source: &'static str,
     /// Things accepted but worth saying (logged once logging is up).
@@ -315,6 +319,7 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
     let auth = auth::load(env, file_auth, &mut errors);
     let health = routing::load_health(env, file.health.as_ref(), &mut errors);
     let balancing = routing::load_balancing(env, file.routing.as_ref(), &mut errors);
+    let redis = state::load(env, file.state.as_ref(), &mut errors);
 
     if !errors.is_empty() {
         return Err(ConfigError(errors));
@@ -332,6 +337,7 @@ pub fn load(overrides: &Overrides, env: &dyn Env) -> Result<Config, ConfigError>
         auth,
         health,
         balancing,
+        redis,
         services_source: source,
         warnings,
         config_file: file_path,
@@ -540,15 +546,14 @@ fn validate_service(
                 .map(|(requests, window)| RateLimit { requests, window })
         }
     };
-    if rate_limit.is_none() {
-        if let Some(s) = w
+    if rate_limit.is_none()
+        && let Some(s) = w
             .rate_limit_window
             .filter(|s| positive_duration(*s).is_none())
-        {
-            errors.push(format!(
-                "{label}.rate_limit_window: must be a positive number of seconds, got {s}"
-            ));
-        }
+    {
+        errors.push(format!(
+            "{label}.rate_limit_window: must be a positive number of seconds, got {s}"
+        ));
     }
     let api_key = w.api_key.filter(|k| !k.is_empty()).map(Secret::new);
     let weight = match w.weight {

@@ -20,6 +20,7 @@ use crate::config::{Balancing, Config};
 use crate::error::{Error, StartupError};
 use crate::metrics::{Label, Metrics};
 use crate::ratelimit::Admission;
+use crate::shared::RedisBackend;
 use crate::stats::{RouterStats, bump};
 use crate::upstream::{Call, Failure, Reply, UpstreamClient};
 use balance::Balancer;
@@ -63,6 +64,8 @@ pub struct Dispatcher {
     pub stats: RouterStats,
     pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
+    /// Shared state for several replicas, when `REDIS_URL` is set.
+    pub shared: Option<Arc<RedisBackend>>,
     balancer: Balancer,
 }
 
@@ -84,10 +87,17 @@ impl Dispatcher {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StartupError> {
         let epoch = Instant::now();
+        let shared = match &config.redis {
+            Some(redis) => Some(Arc::new(RedisBackend::new(
+                redis.clone(),
+                Arc::clone(&metrics),
+            )?)),
+            None => None,
+        };
         let services: Vec<Arc<Service>> = config
             .services
             .iter()
-            .map(|c| Service::new(c.clone(), config.health, epoch).map(Arc::new))
+            .map(|c| Service::new(c.clone(), config.health, epoch, shared.as_ref()).map(Arc::new))
             .collect::<Result<_, _>>()?;
         let balancer = Balancer::new(config.balancing, &services);
         Ok(Self {
@@ -95,6 +105,7 @@ impl Dispatcher {
             stats: RouterStats::default(),
             client,
             metrics,
+            shared,
             balancer,
         })
     }
@@ -130,9 +141,7 @@ impl Dispatcher {
                 run.ejected.push((service, model, false));
                 continue;
             }
-            if let Some(Admission::Full { retry_after }) =
-                service.limiter.as_ref().map(|l| l.try_admit(now))
-            {
+            if let Admission::Full { retry_after } = admit(service, now).await {
                 if gate == Gate::Trial {
                     service.health.record(Verdict::Neutral, true, now); // give the trial slot back
                 }
@@ -152,9 +161,7 @@ impl Dispatcher {
             for k in 0..run.ejected.len() {
                 let (service, model, _) = run.ejected[k];
                 let now = Instant::now();
-                if let Some(Admission::Full { retry_after }) =
-                    service.limiter.as_ref().map(|l| l.try_admit(now))
-                {
+                if let Admission::Full { retry_after } = admit(service, now).await {
                     self.rate_limit_skip(service, retry_after, &mut run);
                     continue;
                 }
@@ -243,6 +250,9 @@ impl Dispatcher {
                             .observe_ttfb(&service.label, now.saturating_duration_since(started));
                         if let (429, Some(after)) = (status.as_u16(), retry_after) {
                             service.cooldown.extend(now, *after);
+                            if let Some(shared) = &self.shared {
+                                shared.share_cooldown(service.name(), *after);
+                            }
                         }
                         if status.is_server_error() {
                             Verdict::Failure
@@ -350,6 +360,14 @@ impl Dispatcher {
         for s in &self.services {
             s.stats.reset();
         }
+    }
+}
+
+/// Check-and-admit on the service's window; services without a limit pass.
+async fn admit(service: &Service, now: Instant) -> Admission {
+    match &service.limiter {
+        Some(limiter) => limiter.admit(now).await,
+        None => Admission::Admitted,
     }
 }
 

@@ -14,7 +14,8 @@ use super::models::Catalog;
 use crate::config::{HealthConfig, ServiceConfig};
 use crate::error::StartupError;
 use crate::metrics::Label;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Admission, SlidingWindow, WindowState};
+use crate::shared::{RedisBackend, SharedWindow};
 use crate::stats::ServiceStats;
 
 /// The routed endpoints, each a path under the service's `base_url`.
@@ -85,8 +86,8 @@ impl Cooldown {
 pub struct Service {
     pub config: ServiceConfig,
     urls: Urls,
-    /// `None` for a service without a limit: it never takes a lock on the way.
-    pub limiter: Option<RateLimiter>,
+    /// `None` for a service without a limit: it never takes a lock or calls Redis.
+    pub limiter: Option<Limiter>,
     pub cooldown: Cooldown,
     /// Discovered model list; `None` until a discovery succeeds (then: assumed to
     /// support every model). Swapped whole by the background discovery task.
@@ -102,6 +103,30 @@ pub struct Service {
     latency_bits: AtomicU64,
     latency_at: AtomicU64,
     epoch: Instant,
+}
+
+/// A service's sliding window: in memory (one replica) or shared in Redis.
+#[derive(Debug)]
+pub enum Limiter {
+    Memory(SlidingWindow),
+    Shared(SharedWindow),
+}
+
+impl Limiter {
+    /// Check-and-admit, one atomic step on whichever backend holds the window.
+    pub async fn admit(&self, now: Instant) -> Admission {
+        match self {
+            Limiter::Memory(w) => w.try_admit(now),
+            Limiter::Shared(w) => w.admit(now).await,
+        }
+    }
+
+    pub async fn state(&self, now: Instant) -> WindowState {
+        match self {
+            Limiter::Memory(w) => w.state(now),
+            Limiter::Shared(w) => w.state(now).await,
+        }
+    }
 }
 
 /// Counts a call in flight until dropped (held by the relay for streams).
@@ -131,6 +156,7 @@ impl Service {
         config: ServiceConfig,
         health: HealthConfig,
         epoch: Instant,
+        shared: Option<&Arc<RedisBackend>>,
     ) -> Result<Self, StartupError> {
         let base = config.base_url_str().to_owned();
         let join = |path: &str| {
@@ -149,7 +175,15 @@ impl Service {
         };
         let config_name = config.name.clone();
         Ok(Self {
-            limiter: config.rate_limit.map(RateLimiter::new),
+            limiter: config.rate_limit.map(|rl| match shared {
+                Some(backend) => Limiter::Shared(SharedWindow::new(
+                    Arc::clone(backend),
+                    &config.name,
+                    rl.requests.get(),
+                    rl.window,
+                )),
+                None => Limiter::Memory(SlidingWindow::new(rl.requests.get(), rl.window)),
+            }),
             config,
             urls,
             cooldown: Cooldown::new(epoch),
@@ -227,12 +261,14 @@ impl Service {
     }
 
     /// Whether the window is full or the service cools down, at `now`.
-    pub fn is_rate_limited(&self, now: Instant) -> bool {
-        self.cooldown.remaining(now).is_some()
-            || self
-                .limiter
-                .as_ref()
-                .is_some_and(|l| l.state(now).is_full())
+    pub async fn is_rate_limited(&self, now: Instant) -> bool {
+        if self.cooldown.remaining(now).is_some() {
+            return true;
+        }
+        match &self.limiter {
+            Some(l) => l.state(now).await.is_full(),
+            None => false,
+        }
     }
 }
 
@@ -252,7 +288,7 @@ mod tests {
             rate_limit: None,
             weight: 1.0,
         };
-        Service::new(cfg, HealthConfig::default(), Instant::now()).unwrap()
+        Service::new(cfg, HealthConfig::default(), Instant::now(), None).unwrap()
     }
 
     #[test]

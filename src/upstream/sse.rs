@@ -53,10 +53,11 @@ impl SseFramer {
             }
         }
         // A `\n` completing a `\r\n` blank line belongs with the event it ends.
-        if let Some(e) = end {
-            if chunk.get(e) == Some(&b'\n') && chunk.get(e - 1) == Some(&b'\r') {
-                end = Some(e + 1);
-            }
+        if let Some(e) = end
+            && chunk.get(e) == Some(&b'\n')
+            && chunk.get(e - 1) == Some(&b'\r')
+        {
+            end = Some(e + 1);
         }
         end
     }

@@ -8,6 +8,7 @@
 )]
 
 pub mod mock;
+pub mod redis;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,185 @@
+//! Shared state for several replicas (SPEC 8): `REDIS_URL` and friends, and
+//! the `[state]` table.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+use super::env::Env;
+use super::secret::Secret;
+
+/// What limits do while Redis is unreachable (SPEC 8.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// An in-memory window with ⌈N / R⌉ per replica.
+    Local,
+    /// Limits are not enforced.
+    Open,
+    /// Every limited service counts as rate-limited.
+    Closed,
+}
+
+impl FailureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureMode::Local => "local",
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+        }
+    }
+}
+
+/// The Redis shared-state settings; `None` in [`super::Config`] means memory.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// The URL, password included: only [`RedisConfig::display_url`] is ever shown.
+    pub url: Secret,
+    pub key_prefix: String,
+    pub timeout: Duration,
+    pub failure_mode: FailureMode,
+}
+
+impl RedisConfig {
+    /// The URL with any password replaced by `****`.
+    pub fn display_url(&self) -> String {
+        mask_url(self.url.expose())
+    }
+}
+
+/// `redis://user:secret@host/0` → `redis://user:****@host/0`.
+pub fn mask_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("****"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
+    }
+}
+
+/// `[state]` in the TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileState {
+    pub redis_url: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub failure_mode: Option<String>,
+}
+
+pub(super) fn load(
+    env: &dyn Env,
+    file: Option<&FileState>,
+    errors: &mut Vec<String>,
+) -> Option<RedisConfig> {
+    let url = env
+        .get("REDIS_URL")
+        .map(str::to_owned)
+        .or_else(|| file.and_then(|f| f.redis_url.clone()))?;
+    let url = url.trim().to_owned();
+    match Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {}
+        _ => errors.push(format!(
+            "REDIS_URL: `{}` is not a redis:// or rediss:// URL with a host",
+            mask_url(&url)
+        )),
+    }
+    let key_prefix = env
+        .get("REDIS_KEY_PREFIX")
+        .map(str::to_owned)
+        .or_else(|| file.and_then(|f| f.key_prefix.clone()))
+        .unwrap_or_else(|| "llm-router".to_owned());
+    if key_prefix.contains(['{', '}']) || key_prefix.trim().is_empty() {
+        errors.push(format!("REDIS_KEY_PREFIX: `{key_prefix}` must be non-empty and contain no braces (they are hash tags)"));
+    }
+    let timeout_ms = match env.get("REDIS_TIMEOUT_MS") {
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .unwrap_or_else(|| {
+                errors.push(format!(
+                    "REDIS_TIMEOUT_MS: `{v}` is not a positive number of milliseconds"
+                ));
+                50
+            }),
+        None => file.and_then(|f| f.timeout_ms).unwrap_or(50),
+    };
+    let mode_raw = env
+        .get("REDIS_FAILURE_MODE")
+        .map(str::to_owned)
+        .or_else(|| file.and_then(|f| f.failure_mode.clone()))
+        .unwrap_or_else(|| "local".to_owned());
+    let failure_mode = [FailureMode::Local, FailureMode::Open, FailureMode::Closed]
+        .into_iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(mode_raw.trim()))
+        .unwrap_or_else(|| {
+            errors.push(format!(
+                "REDIS_FAILURE_MODE: `{mode_raw}` is not local, open or closed"
+            ));
+            FailureMode::Local
+        });
+    Some(RedisConfig {
+        url: Secret::new(url),
+        key_prefix,
+        timeout: Duration::from_millis(timeout_ms),
+        failure_mode,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::EnvMap;
+
+    #[test]
+    fn passwords_are_masked() {
+        assert_eq!(
+            mask_url("redis://:hunter2@127.0.0.1:6379/0"),
+            "redis://:****@127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            mask_url("rediss://app:hunter2@redis.internal/1"),
+            "rediss://app:****@redis.internal/1"
+        );
+        assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let mut errors = Vec::new();
+        assert!(load(&EnvMap::default(), None, &mut errors).is_none());
+        let cfg = load(
+            &EnvMap::from_pairs([("REDIS_URL", "redis://:pw@h:1/0")]),
+            None,
+            &mut errors,
+        )
+        .unwrap();
+        assert_eq!(
+            (cfg.key_prefix.as_str(), cfg.timeout, cfg.failure_mode),
+            ("llm-router", Duration::from_millis(50), FailureMode::Local)
+        );
+        assert!(errors.is_empty());
+        let env = EnvMap::from_pairs([
+            ("REDIS_URL", "http://:secretpw@h"),
+            ("REDIS_TIMEOUT_MS", "0"),
+            ("REDIS_FAILURE_MODE", "maybe"),
+            ("REDIS_KEY_PREFIX", "a{b}"),
+        ]);
+        load(&env, None, &mut errors);
+        let all = errors.join("\n");
+        for needle in [
+            "REDIS_URL",
+            "REDIS_TIMEOUT_MS",
+            "REDIS_FAILURE_MODE",
+            "REDIS_KEY_PREFIX",
+        ] {
+            assert!(all.contains(needle), "{needle}: {all}");
+        }
+        assert!(!all.contains("secretpw"), "{all}");
+    }
+}

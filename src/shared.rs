@@ -1,0 +1,469 @@
+//! Shared state in Redis for several replicas (SPEC 8): exact sliding windows
+//! across replicas (one atomic server-side script per admission, timed by the
+//! Redis server's clock), cool-downs that reach every replica within a second,
+//! a replica registry with cluster totals, and a breaker: every call is bounded
+//! by `REDIS_TIMEOUT_MS`; after three consecutive failures the replica is
+//! degraded, stops calling Redis on the request path, decides limits by
+//! `REDIS_FAILURE_MODE`, and probes Redis in the background until it answers.
+//!
+//! Only limited services touch Redis on the request path; everything else here
+//! runs in one background task.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::{FailureMode, RedisConfig};
+use crate::error::StartupError;
+use crate::metrics::Metrics;
+use crate::ratelimit::{Admission, SlidingWindow, WindowState};
+
+/// Consecutive failed calls that make the replica degraded.
+const BREAKER_THRESHOLD: u32 = 3;
+/// A replica is live while its heartbeat is younger than this.
+const REPLICA_TTL_MS: u64 = 5000;
+/// Background cadence: cool-down sync every tick, heartbeat every other.
+const TICK: Duration = Duration::from_millis(500);
+
+const ADMIT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < limit then
+  redis.call('ZADD', KEYS[1], now, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  return {1, now}
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {0, tonumber(oldest[2]) + window - now}
+";
+
+const PEEK: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local n = redis.call('ZCARD', KEYS[1])
+if n == 0 then return {0, 0} end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {n, tonumber(oldest[2]) + window - now}
+";
+
+const COOLDOWN: &str = r"
+local ms = tonumber(ARGV[1])
+if redis.call('PTTL', KEYS[1]) < ms then redis.call('SET', KEYS[1], '1', 'PX', ms) end
+return 1
+";
+
+const HEARTBEAT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[6])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('HSET', KEYS[2], 'r', ARGV[2], 'f', ARGV[3], 's', ARGV[4], 'e', ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local v = redis.call('HMGET', ARGV[7] .. id, 'r', 'f', 's', 'e')
+  table.insert(out, {id, v[1] or '0', v[2] or '0', v[3] or '0', v[4] or '0'})
+end
+return out
+";
+
+/// Totals over the live replicas, as last read from Redis.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub replicas: u32,
+    pub total_requests: u64,
+    pub total_failovers: u64,
+    pub total_rate_limit_skips: u64,
+    pub total_ejection_skips: u64,
+}
+
+/// This replica's own totals, reported in its heartbeat.
+pub type Totals = [u64; 4];
+
+/// The Redis side of shared state.
+pub struct RedisBackend {
+    config: RedisConfig,
+    conn: ConnectionManager,
+    admit: Script,
+    peek: Script,
+    cooldown: Script,
+    heartbeat: Script,
+    replica_id: String,
+    members: AtomicU64,
+    consecutive_failures: AtomicU32,
+    degraded: AtomicBool,
+    /// Live replicas last seen (1 until Redis was reached), for `local` mode.
+    live_replicas: AtomicU32,
+    cluster: ArcSwap<ClusterView>,
+    metrics: Arc<Metrics>,
+    cooldown_tx: mpsc::UnboundedSender<(String, Duration)>,
+    cooldown_rx: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(String, Duration)>>>,
+}
+
+impl RedisBackend {
+    /// Connects lazily: a Redis that is down at start-up does not stop the router.
+    pub fn new(config: RedisConfig, metrics: Arc<Metrics>) -> Result<Self, StartupError> {
+        let client = redis::Client::open(config.url.expose()).map_err(|e| {
+            StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
+        })?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1).max(config.timeout)))
+            .set_response_timeout(Some(config.timeout))
+            .set_max_delay(Duration::from_secs(1));
+        let conn =
+            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| {
+                StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
+            })?;
+        // Random per process (std's randomly keyed hasher), plus a counter so that
+        // several routers in one process (tests) are distinct replicas too.
+        static INSTANCES: AtomicU64 = AtomicU64::new(0);
+        let instance = INSTANCES.fetch_add(1, Relaxed);
+        let replica_id = format!(
+            "{:016x}-{instance}",
+            RandomState::new().hash_one(std::process::id())
+        );
+        let (cooldown_tx, cooldown_rx) = mpsc::unbounded_channel();
+        metrics.state_backend_up.set(1);
+        Ok(Self {
+            config,
+            conn,
+            admit: Script::new(ADMIT),
+            peek: Script::new(PEEK),
+            cooldown: Script::new(COOLDOWN),
+            heartbeat: Script::new(HEARTBEAT),
+            replica_id,
+            members: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            degraded: AtomicBool::new(false),
+            live_replicas: AtomicU32::new(1),
+            cluster: ArcSwap::from_pointee(ClusterView {
+                replicas: 1,
+                ..ClusterView::default()
+            }),
+            metrics,
+            cooldown_tx,
+            cooldown_rx: std::sync::Mutex::new(Some(cooldown_rx)),
+        })
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Relaxed)
+    }
+
+    pub fn cluster(&self) -> ClusterView {
+        **self.cluster.load()
+    }
+
+    /// `{prefix:service}:window`: one hash tag per service (Redis Cluster safe).
+    pub fn window_key(&self, service: &str) -> String {
+        format!("{{{}:{service}}}:window", self.config.key_prefix)
+    }
+
+    fn cooldown_key(&self, service: &str) -> String {
+        format!("{{{}:{service}}}:cooldown", self.config.key_prefix)
+    }
+
+    /// Runs one Redis call within the timeout, feeding the breaker.
+    async fn call<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Option<T> {
+        match tokio::time::timeout(self.config.timeout, fut).await {
+            Ok(Ok(v)) => {
+                if self.consecutive_failures.load(Relaxed) != 0 {
+                    self.consecutive_failures.store(0, Relaxed);
+                }
+                Some(v)
+            }
+            Ok(Err(e)) => {
+                self.failed(&e.to_string());
+                None
+            }
+            Err(_) => {
+                self.failed(&format!(
+                    "no answer within {} ms",
+                    self.config.timeout.as_millis()
+                ));
+                None
+            }
+        }
+    }
+
+    fn failed(&self, why: &str) {
+        let n = self.consecutive_failures.fetch_add(1, Relaxed) + 1;
+        if n >= BREAKER_THRESHOLD && !self.degraded.swap(true, Relaxed) {
+            self.metrics.state_backend_up.set(0);
+            tracing::warn!(
+                redis = %self.config.display_url(),
+                reason = why,
+                mode = self.config.failure_mode.as_str(),
+                "Redis unreachable: shared limits are decided by REDIS_FAILURE_MODE until it answers again"
+            );
+        }
+    }
+
+    /// One admission on the shared window, with the Redis server's time of an
+    /// admission (µs; tests check the invariant on it); `None` when Redis could
+    /// not decide.
+    pub async fn admit_shared(
+        &self,
+        key: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Option<(Admission, u64)> {
+        if self.is_degraded() {
+            return None;
+        }
+        let member = format!("{}-{}", self.replica_id, self.members.fetch_add(1, Relaxed));
+        let mut conn = self.conn.clone();
+        let mut invocation = self.admit.key(key);
+        invocation.arg(limit).arg(micros(window)).arg(member);
+        let (admitted, value): (i64, i64) = self.call(invocation.invoke_async(&mut conn)).await?;
+        let value = u64::try_from(value).unwrap_or(0);
+        Some(if admitted == 1 {
+            (Admission::Admitted, value)
+        } else {
+            (
+                Admission::Full {
+                    retry_after: Duration::from_micros(value),
+                },
+                0,
+            )
+        })
+    }
+
+    async fn peek_shared(&self, key: &str, window: Duration) -> Option<(u32, Duration)> {
+        if self.is_degraded() {
+            return None;
+        }
+        let mut conn = self.conn.clone();
+        let mut invocation = self.peek.key(key);
+        invocation.arg(micros(window));
+        let (n, reset_us): (i64, i64) = self.call(invocation.invoke_async(&mut conn)).await?;
+        Some((
+            u32::try_from(n).unwrap_or(u32::MAX),
+            Duration::from_micros(u64::try_from(reset_us).unwrap_or(0)),
+        ))
+    }
+
+    /// Shares a cool-down learned from an upstream 429 (written in the background).
+    pub fn share_cooldown(&self, service: &str, for_: Duration) {
+        let _ = self.cooldown_tx.send((service.to_owned(), for_));
+    }
+
+    /// The background loop: cool-downs out and in, heartbeat and cluster
+    /// totals, and probing while degraded. `services` are the service names,
+    /// `apply` extends a local cool-down, `totals` reads this replica's counters.
+    pub async fn run(
+        self: Arc<Self>,
+        services: Vec<String>,
+        apply: impl Fn(usize, Duration) + Send,
+        totals: impl Fn() -> Totals + Send,
+    ) {
+        let Some(mut outgoing) = self.cooldown_rx.lock().ok().and_then(|mut rx| rx.take()) else {
+            return;
+        };
+        let keys: Vec<String> = services.iter().map(|s| self.cooldown_key(s)).collect();
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick: u64 = 0;
+        loop {
+            tokio::select! {
+                Some((service, for_)) = outgoing.recv() => {
+                    if !self.is_degraded() {
+                        let mut conn = self.conn.clone();
+                        let mut invocation = self.cooldown.key(self.cooldown_key(&service));
+                        invocation.arg(u64::try_from(for_.as_millis()).unwrap_or(u64::MAX).max(1));
+                        let _: Option<i64> = self.call(invocation.invoke_async(&mut conn)).await;
+                    }
+                }
+                _ = ticker.tick() => {
+                    tick += 1;
+                    if self.is_degraded() {
+                        if tick.is_multiple_of(2) {
+                            self.probe().await;
+                        }
+                        continue;
+                    }
+                    self.sync_cooldowns(&keys, &apply).await;
+                    // Every second, starting at once, so a new replica is counted quickly.
+                    if tick % 2 == 1 {
+                        self.beat(totals()).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn probe(&self) {
+        let mut conn = self.conn.clone();
+        let ping = redis::cmd("PING");
+        let answer = ping.query_async::<String>(&mut conn);
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1).max(self.config.timeout), answer).await
+        {
+            self.consecutive_failures.store(0, Relaxed);
+            self.degraded.store(false, Relaxed);
+            self.metrics.state_backend_up.set(1);
+            tracing::info!(redis = %self.config.display_url(), "Redis answers again: shared limits resumed");
+        }
+    }
+
+    async fn sync_cooldowns(&self, keys: &[String], apply: &impl Fn(usize, Duration)) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("PTTL").arg(k);
+        }
+        let mut conn = self.conn.clone();
+        if let Some(ttls) = self.call(pipe.query_async::<Vec<i64>>(&mut conn)).await {
+            for (i, ttl) in ttls.into_iter().enumerate() {
+                if ttl > 0 {
+                    apply(i, Duration::from_millis(u64::try_from(ttl).unwrap_or(0)));
+                }
+            }
+        }
+    }
+
+    async fn beat(&self, totals: Totals) {
+        let prefix = &self.config.key_prefix;
+        let registry = format!("{{{prefix}}}:replicas");
+        let hash_prefix = format!("{{{prefix}}}:replica:");
+        let mut conn = self.conn.clone();
+        let mut invocation = self.heartbeat.key(&registry);
+        invocation
+            .key(format!("{hash_prefix}{}", self.replica_id))
+            .arg(&self.replica_id);
+        for t in totals {
+            invocation.arg(t);
+        }
+        invocation.arg(REPLICA_TTL_MS).arg(&hash_prefix);
+        let Some(rows) = self
+            .call(invocation.invoke_async::<Vec<(String, u64, u64, u64, u64)>>(&mut conn))
+            .await
+        else {
+            return;
+        };
+        let mut view = ClusterView::default();
+        let mut seen = HashMap::new();
+        for (id, r, f, s, e) in rows {
+            if seen.insert(id, ()).is_none() {
+                view.replicas += 1;
+                view.total_requests += r;
+                view.total_failovers += f;
+                view.total_rate_limit_skips += s;
+                view.total_ejection_skips += e;
+            }
+        }
+        view.replicas = view.replicas.max(1);
+        self.live_replicas.store(view.replicas, Relaxed);
+        self.cluster.store(Arc::new(view));
+    }
+
+    /// Whether Redis answers a PING within `wait` (for `llm-router check`).
+    pub async fn reachable(&self, wait: Duration) -> Result<(), String> {
+        let mut conn = self.conn.clone();
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(wait, ping.query_async::<String>(&mut conn)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", wait.as_millis())),
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+}
+
+/// A service's limiter on the shared backend, with the in-memory window used
+/// while Redis cannot decide (`local` mode: ⌈N / R⌉ per replica).
+pub struct SharedWindow {
+    backend: Arc<RedisBackend>,
+    key: String,
+    limit: u32,
+    window: Duration,
+    local: SlidingWindow,
+}
+
+impl std::fmt::Debug for SharedWindow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedWindow")
+            .field("key", &self.key)
+            .field("limit", &self.limit)
+            .finish()
+    }
+}
+
+impl SharedWindow {
+    pub fn new(backend: Arc<RedisBackend>, service: &str, limit: u32, window: Duration) -> Self {
+        let key = backend.window_key(service);
+        Self {
+            backend,
+            key,
+            limit,
+            window,
+            local: SlidingWindow::new(limit, window),
+        }
+    }
+
+    fn local_limit(&self) -> u32 {
+        let replicas = self.backend.live_replicas.load(Relaxed).max(1);
+        self.limit.div_ceil(replicas)
+    }
+
+    pub async fn admit(&self, now: Instant) -> Admission {
+        if let Some((decision, _)) = self
+            .backend
+            .admit_shared(&self.key, self.limit, self.window)
+            .await
+        {
+            return decision;
+        }
+        self.backend.metrics.state_fallbacks.inc();
+        match self.backend.config.failure_mode {
+            FailureMode::Local => self.local.try_admit_within(now, self.local_limit()),
+            FailureMode::Open => Admission::Admitted,
+            FailureMode::Closed => Admission::Full {
+                retry_after: Duration::from_secs(1),
+            },
+        }
+    }
+
+    pub async fn state(&self, now: Instant) -> WindowState {
+        match self.backend.peek_shared(&self.key, self.window).await {
+            Some((current, reset_in)) => WindowState {
+                limit: self.limit,
+                window: self.window,
+                current,
+                reset_in,
+            },
+            None => {
+                let mut local = self.local.state(now);
+                local.limit = match self.backend.config.failure_mode {
+                    FailureMode::Local => self.local_limit(),
+                    FailureMode::Open | FailureMode::Closed => self.limit,
+                };
+                local
+            }
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! SPEC 8: several replicas sharing one real Redis — exact limits across
+//! replicas, shared cool-downs, restarts, and what happens when Redis fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use support::redis::RedisServer;
+use support::*;
+
+/// `n` routers sharing `redis` (and a key prefix unique to the test).
+async fn replicas(
+    n: usize,
+    services: Vec<Value>,
+    redis: &RedisServer,
+    extra: &[(&str, &str)],
+) -> Vec<TestRouter> {
+    let prefix = format!(
+        "test-{}",
+        std::process::id() as u64 * 1000 + u64::from(redis.port)
+    );
+    let url = redis.url();
+    let mut env: Vec<(&str, &str)> = vec![("REDIS_URL", &url), ("REDIS_KEY_PREFIX", &prefix)];
+    env.extend_from_slice(extra);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(TestRouter::start_with(services.clone(), &env).await);
+    }
+    out
+}
+
+async fn chat(r: &TestRouter) -> reqwest::Response {
+    r.chat("test-model", json!({})).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_replicas_ninety_concurrent_requests_limit_twenty_admit_exactly_twenty() {
+    let redis = RedisServer::start();
+    let a = MockUpstream::start("A").await;
+    let routers = replicas(
+        3,
+        vec![svc_with(
+            &a,
+            json!({"rate_limit_requests": 20, "rate_limit_window": 60}),
+        )],
+        &redis,
+        &[],
+    )
+    .await;
+    let answers = join_all((0..90).map(|i| chat(&routers[i % 3]))).await;
+    let ok = answers.iter().filter(|r| r.status() == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|r| r.status() == 429).collect();
+    assert_eq!((ok, limited.len()), (20, 70));
+    assert!(
+        limited
+            .iter()
+            .all(|r| r.headers().contains_key("retry-after"))
+    );
+    assert_eq!(a.post_count(), 20);
+    // every replica shows the same shared window
+    for r in &routers {
+        let w = &r.get_json("/router/rate-limits").await["rate_limiting"]["A"];
+        assert_eq!(
+            (
+                w["current_requests"].as_u64(),
+                w["remaining_quota"].as_u64()
+            ),
+            (Some(20), Some(0))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_window_slides_across_replicas() {
+    let redis = RedisServer::start();
+    let a = MockUpstream::start("A").await;
+    let r = replicas(
+        3,
+        vec![svc_with(
+            &a,
+            json!({"rate_limit_requests": 2, "rate_limit_window": 0.8}),
+        )],
+        &redis,
+        &[],
+    )
+    .await;
+    assert_eq!(chat(&r[0]).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(chat(&r[1]).await.status(), 200);
+    assert_eq!(chat(&r[2]).await.status(), 429);
+    tokio::time::sleep(Duration::from_millis(450)).await; // the first admission has left, not the second
+    assert_eq!(chat(&r[2]).await.status(), 200);
+    assert_eq!(chat(&r[0]).await.status(), 429);
+    assert_eq!(a.post_count(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cooldown_learned_by_one_replica_reaches_the_others_within_a_second() {
+    let redis = RedisServer::start();
+    let (a, b) = (
+        MockUpstream::start("A").await,
+        MockUpstream::start("B").await,
+    );
+    a.then(rate_limited(5));
+    let r = replicas(
+        2,
+        vec![svc(&a), svc_with(&b, json!({"priority": 1}))],
+        &redis,
+        &[],
+    )
+    .await;
+    assert_eq!(content(chat(&r[0]).await).await, "reply from B");
+    let learned = Instant::now();
+    let shared = wait_for(Duration::from_secs(2), || true).await; // let the write land
+    assert!(shared);
+    let mut reached = false;
+    while learned.elapsed() < Duration::from_secs(1) {
+        if r[1].get_json("/router/rate-limits").await["rate_limiting"]["A"]["is_rate_limited"]
+            == true
+        {
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(reached, "replica 2 did not learn the cool-down within 1 s");
+    assert_eq!(content(chat(&r[1]).await).await, "reply from B");
+    assert_eq!(
+        a.post_count(),
+        1,
+        "the cooling service was called by the other replica"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_replica_keeps_the_window() {
+    let redis = RedisServer::start();
+    let a = MockUpstream::start("A").await;
+    let services = vec![svc_with(
+        &a,
+        json!({"rate_limit_requests": 2, "rate_limit_window": 60}),
+    )];
+    let first = replicas(1, services.clone(), &redis, &[]).await;
+    for _ in 0..2 {
+        assert_eq!(chat(&first[0]).await.status(), 200);
+    }
+    for r in first {
+        r.stop().await;
+    }
+    let again = replicas(1, services, &redis, &[]).await;
+    assert_eq!(chat(&again[0]).await.status(), 429);
+    assert_eq!(a.post_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_redis_under_load_loses_no_request_and_recovery_is_automatic() {
+    let mut redis = RedisServer::start();
+    let a = MockUpstream::start("A").await;
+    let r = replicas(
+        2,
+        vec![svc_with(
+            &a,
+            json!({"rate_limit_requests": 10000, "rate_limit_window": 60}),
+        )],
+        &redis,
+        &[("REDIS_TIMEOUT_MS", "50")],
+    )
+    .await;
+    let r = Arc::new(r);
+    let load = {
+        let r = Arc::clone(&r);
+        tokio::spawn(async move {
+            let mut worst = Duration::ZERO;
+            let mut statuses = Vec::new();
+            for i in 0..120 {
+                let t0 = Instant::now();
+                statuses.push(chat(&r[i % 2]).await.status().as_u16());
+                worst = worst.max(t0.elapsed());
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (statuses, worst)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.kill();
+    let (statuses, worst) = load.await.unwrap();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert!(
+        worst < Duration::from_millis(50 + 150),
+        "a request waited {worst:?}"
+    );
+    let h = r[0].get_json("/router/health").await;
+    assert_eq!(
+        h["state_backend"],
+        json!({"type": "redis", "status": "degraded", "url": redis.url(), "failure_mode": "local"})
+    );
+    assert_eq!(r[0].get("/health").await.status(), 200);
+    assert_eq!(r[0].get("/ready").await.status(), 200);
+    let metrics = r[0].get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("llm_router_state_backend_up 0"),
+        "{metrics}"
+    );
+    redis.restart();
+    let recovered = async {
+        for _ in 0..100 {
+            if r[0].get_json("/router/health").await["state_backend"]["status"] == "ok" {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(recovered.await, "no recovery within 10 s");
+    assert_eq!(chat(&r[0]).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_redis_delays_no_request_beyond_the_timeout() {
+    let redis = RedisServer::start();
+    let a = MockUpstream::start("A").await;
+    let r = replicas(
+        1,
+        vec![svc_with(&a, json!({"rate_limit_requests": 1000}))],
+        &redis,
+        &[("REDIS_TIMEOUT_MS", "50")],
+    )
+    .await;
+    assert_eq!(chat(&r[0]).await.status(), 200);
+    redis.pause();
+    let mut worst = Duration::ZERO;
+    for _ in 0..10 {
+        let t0 = Instant::now();
+        assert_eq!(chat(&r[0]).await.status(), 200);
+        worst = worst.max(t0.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(50 + 150),
+        "a request waited {worst:?}"
+    );
+    assert_eq!(
+        r[0].get_json("/router/health").await["state_backend"]["status"],
+        "degraded"
+    );
+    redis.resume();
+    let mut ok = false;
+    for _ in 0..100 {
+        if r[0].get_json("/router/health").await["state_backend"]["status"] == "ok" {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no recovery after SIGCONT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failure_modes_decide_limits_while_redis_is_down() {
+    for (mode, expected_ok) in [("open", 5), ("closed", 0), ("local", 2)] {
+        let mut redis = RedisServer::start();
+        let a = MockUpstream::start("A").await;
+        // two replicas seen live, limit 4: local mode allows ⌈4/2⌉ = 2 per replica
+        let r = replicas(
+            2,
+            vec![svc_with(
+                &a,
+                json!({"rate_limit_requests": 4, "rate_limit_window": 60}),
+            )],
+            &redis,
+            &[("REDIS_FAILURE_MODE", mode)],
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1300)).await; // heartbeats: both replicas seen
+        assert_eq!(r[0].stats().await["replicas"], 2, "{mode}");
+        redis.kill();
+        let mut ok = 0;
+        for _ in 0..5 {
+            let resp = chat(&r[0]).await;
+            if resp.status() == 200 {
+                ok += 1;
+            } else {
+                assert_eq!(resp.status(), 429, "{mode}");
+                if mode == "closed" {
+                    assert_eq!(resp.headers()["retry-after"], "1");
+                }
+            }
+        }
+        assert_eq!(ok, expected_ok, "mode {mode}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_starts_while_redis_is_down_and_joins_when_it_comes_up() {
+    let mut redis = RedisServer::start();
+    let port_url = redis.url();
+    redis.kill();
+    let a = MockUpstream::start("A").await;
+    let r = TestRouter::start_with(
+        vec![svc_with(&a, json!({"rate_limit_requests": 3}))],
+        &[("REDIS_URL", &port_url)],
+    )
+    .await;
+    for _ in 0..4 {
+        chat(&r).await;
+    }
+    assert_eq!(
+        r.get_json("/router/health").await["state_backend"]["status"],
+        "degraded"
+    );
+    assert_eq!(
+        a.post_count(),
+        3,
+        "local mode with one replica keeps the full limit"
+    );
+    redis.restart();
+    let mut ok = false;
+    for _ in 0..100 {
+        if r.get_json("/router/health").await["state_backend"]["status"] == "ok" {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cluster_totals_and_replicas_are_reported() {
+    let redis = RedisServer::start();
+    let a = MockUpstream::start("A").await;
+    let r = replicas(2, vec![svc(&a)], &redis, &[]).await;
+    for i in 0..5 {
+        chat(&r[i % 2]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await; // cluster totals are at most 2 s old
+    let st = r[0].stats().await;
+    assert_eq!(st["replicas"], 2);
+    assert_eq!(st["cluster"]["total_requests"], 5);
+    assert_eq!(
+        st["total_requests"], 3,
+        "per-replica fields stay per replica"
+    );
+    assert_eq!(r[1].get_json("/router/health").await["replicas"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_redis_password_is_masked_everywhere() {
+    let redis = RedisServer::with_password("hunter2-very-secret");
+    let a = MockUpstream::start("A").await;
+    let r = replicas(
+        1,
+        vec![svc_with(&a, json!({"rate_limit_requests": 5}))],
+        &redis,
+        &[],
+    )
+    .await;
+    assert_eq!(chat(&r[0]).await.status(), 200);
+    let mut blob = String::new();
+    for path in [
+        "/router/health",
+        "/router/stats",
+        "/backend/info",
+        "/metrics",
+        "/",
+    ] {
+        blob.push_str(&r[0].get(path).await.text().await.unwrap());
+    }
+    assert!(blob.contains(":****@127.0.0.1"), "{blob}");
+    assert!(!blob.contains("hunter2"), "the password leaked");
+    assert_eq!(
+        r[0].get_json("/router/health").await["state_backend"]["status"],
+        "ok",
+        "auth with the password works"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_mode_reports_one_replica_and_itself_as_the_cluster() {
+    let a = MockUpstream::start("A").await;
+    let r = TestRouter::start(vec![svc(&a)]).await;
+    chat(&r).await;
+    let st = r.stats().await;
+    assert_eq!(
+        (
+            st["replicas"].as_u64(),
+            st["cluster"]["total_requests"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        r.get_json("/router/health").await["state_backend"],
+        json!({"type": "memory", "status": "ok"})
+    );
+}
+
+mod invariant {
+    use super::*;
+    use llm_router::config::{FailureMode, RedisConfig, Secret};
+    use llm_router::metrics::Metrics;
+    use llm_router::ratelimit::Admission;
+    use llm_router::shared::RedisBackend;
+    use proptest::prelude::*;
+
+    /// Admission times (Redis server µs) of concurrent callers with random gaps.
+    async fn run(redis_url: &str, limit: u32, window_ms: u64, gaps: Vec<Vec<u64>>) -> Vec<u64> {
+        let cfg = RedisConfig {
+            url: Secret::new(redis_url),
+            key_prefix: format!("prop-{}", fastrand::u64(..)),
+            timeout: Duration::from_secs(2),
+            failure_mode: FailureMode::Closed,
+        };
+        let backend = Arc::new(RedisBackend::new(cfg, Arc::new(Metrics::new())).unwrap());
+        let key = backend.window_key("svc");
+        let window = Duration::from_millis(window_ms);
+        let tasks = gaps.into_iter().map(|caller| {
+            let (backend, key) = (Arc::clone(&backend), key.clone());
+            async move {
+                let mut admitted = Vec::new();
+                for gap in caller {
+                    tokio::time::sleep(Duration::from_millis(gap)).await;
+                    match backend
+                        .admit_shared(&key, limit, window)
+                        .await
+                        .expect("redis answers")
+                    {
+                        (Admission::Admitted, at) => admitted.push(at),
+                        (Admission::Full { .. }, _) => {}
+                    }
+                }
+                admitted
+            }
+        });
+        let mut all: Vec<u64> = join_all(tasks).await.into_iter().flatten().collect();
+        all.sort_unstable();
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        /// The script's invariant on the real server: never more than `limit`
+        /// admissions in any interval of the window's length.
+        #[test]
+        fn never_more_than_limit_in_any_window_on_a_real_redis(
+            limit in 1u32..6,
+            window_ms in 30u64..250,
+            gaps in proptest::collection::vec(proptest::collection::vec(0u64..40, 5..25), 2..5),
+        ) {
+            let redis = RedisServer::start();
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let admitted = rt.block_on(run(&redis.url(), limit, window_ms, gaps));
+            prop_assert!(!admitted.is_empty());
+            let window_us = window_ms * 1000;
+            for (i, &t) in admitted.iter().enumerate() {
+                let in_window = admitted[i..].iter().take_while(|&&u| u - t < window_us).count();
+                prop_assert!(in_window <= limit as usize, "{in_window} admissions within {window_ms} ms (limit {limit})");
+            }
+        }
+    }
+}
