@@ -10,6 +10,7 @@ pub mod access;
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod demo;

@@ -6,11 +6,7 @@ use clap::Parser;
 use llm_router::cli::{Cli, Command};
 use llm_router::config::{self, Config, EnvMap};
 use llm_router::error::StartupError;
-use llm_router::metrics::Metrics;
-use llm_router::shared::RedisBackend;
-use llm_router::{App, demo, logging, server};
-use std::sync::Arc;
-use std::time::Duration;
+use llm_router::{App, check, demo, logging, server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -47,21 +43,7 @@ async fn run(cli: Cli) -> Result<(), StartupError> {
         Command::Check => {
             let config = config::load(&overrides, &env)?;
             config.require_services()?;
-            print!("{}", describe(&config));
-            if let Some(redis) = &config.redis {
-                // Unreachable is a warning, not an error: the router starts degraded.
-                let backend = RedisBackend::new(redis.clone(), Arc::new(Metrics::new()))?;
-                match backend.reachable(Duration::from_secs(2)).await {
-                    Ok(()) => println!("state: redis at {} is reachable", redis.display_url()),
-                    Err(why) => println!(
-                        "warning: redis at {} is unreachable ({why}); the router would start degraded (REDIS_FAILURE_MODE={})",
-                        redis.display_url(),
-                        redis.failure_mode.as_str()
-                    ),
-                }
-            } else {
-                println!("state: memory (one replica)");
-            }
+            print!("{}", check::report(&config).await?);
             Ok(())
         }
         Command::Demo => demo::run(&overrides, &env).await,
@@ -85,67 +67,4 @@ async fn serve(config: Config) -> Result<(), StartupError> {
     let names: Vec<&str> = state.dispatcher.services.iter().map(|s| s.name()).collect();
     tracing::info!(%addr, services = ?names, mode = state.config.mode(), "llm-router listening");
     server::run(listener, app, server::shutdown_signal()).await
-}
-
-/// The `check` report: services in routing order, keys masked.
-fn describe(config: &Config) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "configuration OK: {} service(s) from {}",
-        config.services.len(),
-        config.services_source
-    );
-    let _ = writeln!(out, "routing order:");
-    for (i, s) in config.services.iter().enumerate() {
-        let key = s
-            .api_key
-            .as_ref()
-            .map_or_else(|| "none".to_owned(), |k| k.masked());
-        let limit = s.rate_limit.map_or_else(
-            || "unlimited".to_owned(),
-            |r| format!("{}/{}s", r.requests, r.window.as_secs_f64()),
-        );
-        let _ = writeln!(
-            out,
-            "  {}. {} [{}] priority={} url={} key={} timeout={}s rate_limit={}",
-            i + 1,
-            s.name,
-            s.backend_type.as_str(),
-            s.priority,
-            s.base_url_str(),
-            key,
-            s.timeout.as_secs_f64(),
-            limit
-        );
-    }
-    let _ = writeln!(out, "listen: {}:{}", config.host, config.port);
-    let auth = &config.auth;
-    let state = match (
-        auth.enabled,
-        auth.keys.is_empty() && auth.admin_key.is_none(),
-    ) {
-        (false, _) => "disabled (ENABLE_AUTH=false)",
-        (true, true) => "OFF: ENABLE_AUTH is true but no client key is configured",
-        (true, false) => "enabled",
-    };
-    let limit = auth.key_rate_limit.map_or_else(String::new, |r| {
-        format!(", per-key limit {}/{}s", r.requests, r.window.as_secs_f64())
-    });
-    let admin = if auth.admin_key.is_some() {
-        "admin key set"
-    } else {
-        "no admin key"
-    };
-    let _ = writeln!(
-        out,
-        "client auth: {state} ({} key(s), header {}, {admin}{limit})",
-        auth.keys.len(),
-        auth.header_name
-    );
-    for w in &config.warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    out
 }
