@@ -107,7 +107,13 @@ pub(super) fn load(
                 ));
                 50
             }),
-        None => file.and_then(|f| f.timeout_ms).unwrap_or(50),
+        None => match file.and_then(|f| f.timeout_ms) {
+            Some(0) => {
+                errors.push("state.timeout_ms: must be a positive number of milliseconds".to_owned());
+                50
+            }
+            other => other.unwrap_or(50),
+        },
     };
     let mode_raw = env
         .get("REDIS_FAILURE_MODE")
