@@ -219,53 +219,51 @@ impl Metrics {
         out
     }
 
-    pub fn observe_ttfb(&self, service: &Label, elapsed: Duration) {
-        self.upstream_ttfb
-            .get_or_create(&ServiceLabels {
-                service: Arc::clone(service),
-            })
-            .observe(elapsed.as_secs_f64());
+    /// The per-service series, resolved once so the request path updates them
+    /// without hashing labels or taking the families' locks.
+    pub fn for_service(&self, service: &Label) -> ServiceMetrics {
+        let s = ServiceLabels {
+            service: Arc::clone(service),
+        };
+        let attempt = |outcome| {
+            self.upstream_attempts
+                .get_or_create(&AttemptLabels {
+                    service: Arc::clone(service),
+                    outcome,
+                })
+                .clone()
+        };
+        ServiceMetrics {
+            success: attempt("success"),
+            client_error: attempt("client_error"),
+            failure: attempt("failure"),
+            ttfb: self.upstream_ttfb.get_or_create(&s).clone(),
+            failovers: self.failovers.get_or_create(&s).clone(),
+            rate_limit_skips: self.rate_limit_skips.get_or_create(&s).clone(),
+            ejection_skips: self.ejection_skips.get_or_create(&s).clone(),
+            ejections: self.ejections.get_or_create(&s).clone(),
+            stream_failures: self.stream_failures.get_or_create(&s).clone(),
+        }
     }
+}
 
-    pub fn count_attempt(&self, service: &Label, outcome: &'static str) {
-        self.upstream_attempts
-            .get_or_create(&AttemptLabels {
-                service: Arc::clone(service),
-                outcome,
-            })
-            .inc();
-    }
+/// One service's series (shared handles into the families above).
+#[derive(Debug, Clone)]
+pub struct ServiceMetrics {
+    pub success: Counter,
+    pub client_error: Counter,
+    pub failure: Counter,
+    pub ttfb: Histogram,
+    pub failovers: Counter,
+    pub rate_limit_skips: Counter,
+    pub ejection_skips: Counter,
+    pub ejections: Counter,
+    pub stream_failures: Counter,
+}
 
-    pub fn count_failover(&self, service: &Label) {
-        self.failovers
-            .get_or_create(&ServiceLabels {
-                service: Arc::clone(service),
-            })
-            .inc();
-    }
-
-    pub fn count_ejection(&self, service: &Label) {
-        self.ejections
-            .get_or_create(&ServiceLabels {
-                service: Arc::clone(service),
-            })
-            .inc();
-    }
-
-    pub fn count_ejection_skip(&self, service: &Label) {
-        self.ejection_skips
-            .get_or_create(&ServiceLabels {
-                service: Arc::clone(service),
-            })
-            .inc();
-    }
-
-    pub fn count_rate_limit_skip(&self, service: &Label) {
-        self.rate_limit_skips
-            .get_or_create(&ServiceLabels {
-                service: Arc::clone(service),
-            })
-            .inc();
+impl ServiceMetrics {
+    pub fn observe_ttfb(&self, elapsed: Duration) {
+        self.ttfb.observe(elapsed.as_secs_f64());
     }
 }
 

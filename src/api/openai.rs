@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::extract::{LimitedBody, PeekedBody};
 use super::{AppState, schema};
 use crate::error::Error;
-use crate::metrics::{Label, Metrics, ServiceLabels, StreamGuard};
+use crate::metrics::{Label, Metrics, StreamGuard};
 use crate::request_id::RequestId;
 use crate::routing::{Endpoint, Routed, RoutedRequest, Service};
 use crate::stats::bump;
@@ -177,17 +177,12 @@ fn respond(
         }
         Reply::Streaming(s) => {
             let failed = Arc::clone(&service);
-            let failures = metrics.stream_failures.clone();
             // Held by the relay: the open-streams gauge counts this stream until it ends.
             let guard = (StreamGuard::new(metrics), in_flight);
             let on_failure = move |failure: &sse::MidStreamFailure| {
                 let _open = guard;
                 bump(&failed.stats.failures);
-                failures
-                    .get_or_create(&ServiceLabels {
-                        service: Arc::clone(&failed.label),
-                    })
-                    .inc();
+                failed.metrics.stream_failures.inc();
                 tracing::warn!(
                     service = failed.name(),
                     request_id = request_id

@@ -109,7 +109,8 @@ pub(super) fn load(
             }),
         None => match file.and_then(|f| f.timeout_ms) {
             Some(0) => {
-                errors.push("state.timeout_ms: must be a positive number of milliseconds".to_owned());
+                errors
+                    .push("state.timeout_ms: must be a positive number of milliseconds".to_owned());
                 50
             }
             other => other.unwrap_or(50),

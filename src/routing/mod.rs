@@ -97,7 +97,10 @@ impl Dispatcher {
         let services: Vec<Arc<Service>> = config
             .services
             .iter()
-            .map(|c| Service::new(c.clone(), config.health, epoch, shared.as_ref()).map(Arc::new))
+            .map(|c| {
+                Service::new(c.clone(), config.health, epoch, shared.as_ref(), &metrics)
+                    .map(Arc::new)
+            })
             .collect::<Result<_, _>>()?;
         let balancer = Balancer::new(config.balancing, &services);
         Ok(Self {
@@ -200,7 +203,7 @@ impl Dispatcher {
     ) -> Option<Routed> {
         if let Some((failed, _)) = run.failures.last() {
             bump(&self.stats.total_failovers);
-            self.metrics.count_failover(&failed.label);
+            failed.metrics.failovers.inc();
         }
         run.count += 1;
         bump(&service.stats.requests);
@@ -219,13 +222,13 @@ impl Dispatcher {
         match result {
             Ok(reply) => {
                 let elapsed = now.saturating_duration_since(started);
-                self.metrics.observe_ttfb(&service.label, elapsed);
+                service.metrics.observe_ttfb(elapsed);
                 let verdict = if reply.status().is_success() {
                     service.record_latency(elapsed, now);
-                    self.metrics.count_attempt(&service.label, "success");
+                    service.metrics.success.inc();
                     Verdict::Success
                 } else {
-                    self.metrics.count_attempt(&service.label, "client_error");
+                    service.metrics.client_error.inc();
                     Verdict::Neutral
                 };
                 let transition = service.health.record(verdict, trial, now);
@@ -238,7 +241,7 @@ impl Dispatcher {
             }
             Err(failure) => {
                 bump(&service.stats.failures);
-                self.metrics.count_attempt(&service.label, "failure");
+                service.metrics.failure.inc();
                 let verdict = match &failure {
                     Failure::Connect(_) | Failure::Timeout(_) => Verdict::Failure,
                     Failure::Status {
@@ -246,8 +249,9 @@ impl Dispatcher {
                         retry_after,
                         ..
                     } => {
-                        self.metrics
-                            .observe_ttfb(&service.label, now.saturating_duration_since(started));
+                        service
+                            .metrics
+                            .observe_ttfb(now.saturating_duration_since(started));
                         if let (429, Some(after)) = (status.as_u16(), retry_after) {
                             service.cooldown.extend(now, *after);
                             if let Some(shared) = &self.shared {
@@ -273,7 +277,7 @@ impl Dispatcher {
     fn rate_limit_skip(&self, service: &Service, wait: Duration, run: &mut Attempts<'_>) {
         bump(&service.stats.rate_limited);
         bump(&self.stats.total_rate_limit_skips);
-        self.metrics.count_rate_limit_skip(&service.label);
+        service.metrics.rate_limit_skips.inc();
         run.soonest_slot = Some(run.soonest_slot.map_or(wait, |s| s.min(wait)));
         tracing::info!(
             service = service.name(),
@@ -288,7 +292,7 @@ impl Dispatcher {
             if !called {
                 bump(&service.stats.ejection_skips);
                 bump(&self.stats.total_ejection_skips);
-                self.metrics.count_ejection_skip(&service.label);
+                service.metrics.ejection_skips.inc();
             }
         }
         Outcome {
@@ -302,7 +306,7 @@ impl Dispatcher {
         match transition {
             None => {}
             Some(Transition::Ejected { for_ }) => {
-                self.metrics.count_ejection(&service.label);
+                service.metrics.ejections.inc();
                 tracing::info!(
                     service = service.name(),
                     eject_s = for_.as_secs_f64(),

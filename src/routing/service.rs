@@ -13,7 +13,7 @@ use super::health::Health;
 use super::models::Catalog;
 use crate::config::{HealthConfig, ServiceConfig};
 use crate::error::StartupError;
-use crate::metrics::Label;
+use crate::metrics::{Label, Metrics, ServiceMetrics};
 use crate::ratelimit::{Admission, SlidingWindow, WindowState};
 use crate::shared::{RedisBackend, SharedWindow};
 use crate::stats::ServiceStats;
@@ -95,6 +95,8 @@ pub struct Service {
     pub stats: ServiceStats,
     /// The name as a metrics label, allocated once.
     pub label: Label,
+    /// This service's metric series, resolved at start-up.
+    pub metrics: ServiceMetrics,
     pub health: Health,
     /// Calls in progress (streams until they end), for `least_busy`.
     in_flight: AtomicU64,
@@ -157,6 +159,7 @@ impl Service {
         health: HealthConfig,
         epoch: Instant,
         shared: Option<&Arc<RedisBackend>>,
+        metrics: &Metrics,
     ) -> Result<Self, StartupError> {
         let base = config.base_url_str().to_owned();
         let join = |path: &str| {
@@ -174,6 +177,8 @@ impl Service {
             models: join("/models")?,
         };
         let config_name = config.name.clone();
+        let label = Label::from(config_name.as_str());
+        let service_metrics = metrics.for_service(&label);
         Ok(Self {
             limiter: config.rate_limit.map(|rl| match shared {
                 Some(backend) => Limiter::Shared(SharedWindow::new(
@@ -189,7 +194,8 @@ impl Service {
             cooldown: Cooldown::new(epoch),
             models: ArcSwapOption::empty(),
             stats: ServiceStats::default(),
-            label: Label::from(config_name.as_str()),
+            label,
+            metrics: service_metrics,
             health: Health::new(health, epoch),
             in_flight: AtomicU64::new(0),
             latency_bits: AtomicU64::new(0),
@@ -288,7 +294,14 @@ mod tests {
             rate_limit: None,
             weight: 1.0,
         };
-        Service::new(cfg, HealthConfig::default(), Instant::now(), None).unwrap()
+        Service::new(
+            cfg,
+            HealthConfig::default(),
+            Instant::now(),
+            None,
+            &Metrics::new(),
+        )
+        .unwrap()
     }
 
     #[test]
