@@ -50,9 +50,12 @@ def service(name: str, base_url: str, **fields) -> dict:
 
 
 class Router:
-    def __init__(self, services: list[dict], workdir: Path, **env: str) -> None:
+    def __init__(self, services: list[dict], workdir: Path, args: tuple[str, ...] = (),
+                 files: dict[str, str] | None = None, **env: str) -> None:
         self.services = services
         self.workdir = workdir
+        self.args = tuple(args)  # e.g. ("demo",)
+        self.files = dict(files or {})  # written into the working directory, e.g. {".env": "..."}
         self.log_path = workdir / "router.log"
         self.extra_env = {k: str(v) for k, v in env.items()}
         self.proc: subprocess.Popen | None = None
@@ -69,6 +72,8 @@ class Router:
         return openai.OpenAI(base_url=self.base_url, **kw)
 
     def start(self) -> "Router":
+        for name, text in self.files.items():
+            (self.workdir / name).write_text(text, encoding="utf-8")
         for attempt in range(3):  # a free port can be taken between probe and bind
             self.port = free_port()
             env = {k: v for k, v in os.environ.items() if k in KEEP_ENV}
@@ -83,7 +88,7 @@ class Router:
             })
             env.update(self.extra_env)
             log = open(self.log_path, "ab")
-            self.proc = subprocess.Popen([router_bin()], cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
+            self.proc = subprocess.Popen([router_bin(), *self.args], cwd=self.workdir, env=env, stdin=subprocess.DEVNULL,
                                          stdout=log, stderr=subprocess.STDOUT)
             log.close()
             if self._wait_healthy(10.0):
@@ -149,13 +154,16 @@ def mock(mock_server):
 
 @pytest.fixture
 def start_router(tmp_path):
-    """``start_router([service(...), ...], **env)`` starts the release binary; stopped after the test."""
+    """``start_router([service(...), ...], **env)`` starts the release binary; stopped after the test.
+    ``args=("demo",)`` adds command-line arguments, ``files={".env": text}`` writes files into its
+    working directory first."""
     started: list[Router] = []
 
-    def start(services: list[dict], **env) -> Router:
+    def start(services: list[dict], *, args: tuple[str, ...] = (), files: dict[str, str] | None = None,
+              **env) -> Router:
         workdir = tmp_path / f"router{len(started)}"
         workdir.mkdir()
-        r = Router(services, workdir, **env)
+        r = Router(services, workdir, args=args, files=files, **env)
         started.append(r)
         return r.start()
 
