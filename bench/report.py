@@ -34,7 +34,10 @@ SCENARIOS = {
     "s5000": "open streams (slow upstream)",
     "soak": "soak",
 }
-SYSTEMS = ["direct", "nginx", "router", "router-auth"]
+SYSTEMS = ["direct", "nginx", "router", "router-auth", "router-limit", "router-redis"]
+# Opt-in systems measured on these scenarios only (a limited service: memory and Redis).
+LIMITED = ("router-limit", "router-redis")
+LIMITED_SCENARIOS = ("c1", "c64")
 WRK = ("c1", "c64", "c512")
 STREAMS = ("s1", "s64")
 
@@ -416,7 +419,8 @@ def read_rss_series(results: Path, cell_dir: str):
 
 # --------------------------------------------------------------------- chart
 
-COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "router": "#1565c0", "router-auth": "#6a1b9a"}
+COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "router": "#1565c0", "router-auth": "#6a1b9a",
+          "router-limit": "#ef6c00", "router-redis": "#c62828"}
 
 
 def chart(summary: list[dict], rows: list[dict], series: dict, path: Path) -> None:
@@ -527,6 +531,8 @@ def check(cells: list[dict], rows: list[dict], env: str) -> list[str]:
             if sc in ("s1", "s64", "s5000") and sy == "router-auth":
                 continue
             if sc == "soak" and sy != "router":
+                continue
+            if sy in LIMITED and sc not in LIMITED_SCENARIOS:
                 continue
             if (sc, sy) not in seen:
                 problems.append(f"scenario {sc} on {sy}: no measurement")
