@@ -240,3 +240,36 @@ pub struct AuthMetrics {
     pub active_keys: u64,
     pub keys_metrics: BTreeMap<String, KeyMetrics>,
 }
+
+/// The error answers every routed endpoint may give (shared by their
+/// `#[utoipa::path]` annotations).
+#[derive(utoipa::IntoResponses)]
+pub enum RoutedErrors {
+    /// Malformed JSON, missing model or messages; or the upstream's own 400, unchanged
+    #[response(status = 400)]
+    BadRequest(ErrorResponse),
+    /// Missing or invalid client key
+    #[response(status = 401)]
+    Unauthorized(ErrorResponse),
+    /// No service serves the model (model_not_found)
+    #[response(status = 404)]
+    ModelNotFound(ErrorResponse),
+    /// Body over MAX_REQUEST_BODY_BYTES
+    #[response(status = 413)]
+    TooLarge(ErrorResponse),
+    /// Every eligible service is rate limited, or this key's own limit is used up
+    #[response(status = 429, headers(("Retry-After" = u64, description = "Seconds until the first slot frees")))]
+    RateLimited(ErrorResponse),
+    /// Every attempted service was unreachable
+    #[response(status = 502)]
+    Unreachable(ErrorResponse),
+    /// Every attempted service failed
+    #[response(status = 503)]
+    Unavailable(ErrorResponse),
+    /// Every attempted service timed out
+    #[response(status = 504)]
+    TimedOut(ErrorResponse),
+    /// Another upstream client error (such as 422), passed through unchanged
+    #[response(status = "default")]
+    PassedThrough(UpstreamAnswer),
+}
