@@ -209,8 +209,8 @@ impl Dispatcher {
         bump(&service.stats.requests);
         let in_flight = InFlight::new(service);
         let call = Call {
-            url: service.url(req.endpoint),
-            api_key: service.config.api_key.as_ref(),
+            uri: service.url(req.endpoint),
+            authorization: service.authorization(),
             body: with_model(req, model),
             stream: req.stream,
             timeout: service.config.timeout,
@@ -334,7 +334,7 @@ impl Dispatcher {
                 let timeout = s.config.timeout.min(Duration::from_secs(10));
                 if self
                     .client
-                    .get_models(s.models_url(), s.config.api_key.as_ref(), timeout)
+                    .get_models(s.models_url(), s.authorization(), timeout)
                     .await
                     .is_ok()
                 {

@@ -95,11 +95,7 @@ pub async fn refresh_all(client: &UpstreamClient, services: &[Arc<Service>], tim
 
 async fn refresh_one(client: &UpstreamClient, service: &Service, timeout: Duration) {
     let result = client
-        .get_models(
-            service.models_url(),
-            service.config.api_key.as_ref(),
-            timeout,
-        )
+        .get_models(service.models_url(), service.authorization(), timeout)
         .await
         .and_then(|body| parse_list(&body, service.name()));
     match result {

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use http::{HeaderValue, Uri};
 use tokio::time::Instant;
-use url::Url;
 
 use super::health::Health;
 use super::models::Catalog;
@@ -17,6 +17,7 @@ use crate::metrics::{Label, Metrics, ServiceMetrics};
 use crate::ratelimit::{Admission, SlidingWindow, WindowState};
 use crate::shared::{RedisBackend, SharedWindow};
 use crate::stats::ServiceStats;
+use crate::upstream::bearer;
 
 /// The routed endpoints, each a path under the service's `base_url`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,13 +37,13 @@ impl Endpoint {
     }
 }
 
-/// Endpoint URLs, parsed once at start-up instead of on every request.
+/// Endpoint URIs, parsed once at start-up instead of on every request.
 #[derive(Debug)]
 struct Urls {
-    chat: Url,
-    completions: Url,
-    embeddings: Url,
-    models: Url,
+    chat: Uri,
+    completions: Uri,
+    embeddings: Uri,
+    models: Uri,
 }
 
 /// A cool-down deadline learned from an upstream `429` + `Retry-After`.
@@ -86,6 +87,8 @@ impl Cooldown {
 pub struct Service {
     pub config: ServiceConfig,
     urls: Urls,
+    /// `Bearer <key>`, built once and marked sensitive.
+    authorization: Option<HeaderValue>,
     /// `None` for a service without a limit: it never takes a lock or calls Redis.
     pub limiter: Option<Limiter>,
     pub cooldown: Cooldown,
@@ -163,7 +166,7 @@ impl Service {
     ) -> Result<Self, StartupError> {
         let base = config.base_url_str().to_owned();
         let join = |path: &str| {
-            Url::parse(&format!("{base}{path}")).map_err(|e| {
+            Uri::try_from(format!("{base}{path}")).map_err(|e| {
                 StartupError::Client(format!(
                     "service {}: bad URL {base}{path}: {e}",
                     config.name
@@ -176,6 +179,13 @@ impl Service {
             embeddings: join(Endpoint::Embeddings.path())?,
             models: join("/models")?,
         };
+        let authorization =
+            match &config.api_key {
+                Some(key) => Some(bearer(key).map_err(|why| {
+                    StartupError::Client(format!("service {}: {why}", config.name))
+                })?),
+                None => None,
+            };
         let config_name = config.name.clone();
         let label = Label::from(config_name.as_str());
         let service_metrics = metrics.for_service(&label);
@@ -191,6 +201,7 @@ impl Service {
             }),
             config,
             urls,
+            authorization,
             cooldown: Cooldown::new(epoch),
             models: ArcSwapOption::empty(),
             stats: ServiceStats::default(),
@@ -208,7 +219,7 @@ impl Service {
         &self.config.name
     }
 
-    pub fn url(&self, endpoint: Endpoint) -> &Url {
+    pub fn url(&self, endpoint: Endpoint) -> &Uri {
         match endpoint {
             Endpoint::ChatCompletions => &self.urls.chat,
             Endpoint::Completions => &self.urls.completions,
@@ -216,8 +227,13 @@ impl Service {
         }
     }
 
-    pub fn models_url(&self) -> &Url {
+    pub fn models_url(&self) -> &Uri {
         &self.urls.models
+    }
+
+    /// The `Authorization` header for this service's calls, if it has a key.
+    pub fn authorization(&self) -> Option<&HeaderValue> {
+        self.authorization.as_ref()
     }
 
     /// The first of the `|`-separated alternatives this service supports; with an
@@ -282,6 +298,7 @@ impl Service {
 mod tests {
     use super::*;
     use crate::config::BackendType;
+    use url::Url;
 
     fn service() -> Service {
         let cfg = ServiceConfig {
@@ -308,10 +325,10 @@ mod tests {
     fn urls_are_joined_without_double_slashes() {
         let s = service();
         assert_eq!(
-            s.url(Endpoint::ChatCompletions).as_str(),
+            s.url(Endpoint::ChatCompletions).to_string(),
             "http://127.0.0.1:1/v1/chat/completions"
         );
-        assert_eq!(s.models_url().as_str(), "http://127.0.0.1:1/v1/models");
+        assert_eq!(s.models_url().to_string(), "http://127.0.0.1:1/v1/models");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! send, and the classification of every outcome into a success, a client error
 //! to pass through, or a [`Failure`] that routing may fail over.
 //!
-//! reqwest's error type stops here: everything above sees our own enums.
+//! hyper's error types stop here: everything above sees our own enums.
 
 pub mod sse;
 
@@ -10,8 +10,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
-use url::Url;
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyDataStream, BodyExt, Collected, Full};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Secret;
 use crate::error::StartupError;
@@ -19,6 +24,8 @@ use sse::{ChunkStream, SseFramer, has_data_field};
 
 /// How long a TCP (and TLS) connection may take to open.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Sent on every upstream call.
+const USER_AGENT: &str = concat!("llm-router/", env!("CARGO_PKG_VERSION"));
 /// Largest upstream error body kept for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -111,94 +118,141 @@ impl Reply {
 
 /// What to send: one routed request to one service.
 pub struct Call<'a> {
-    pub url: &'a Url,
-    pub api_key: Option<&'a Secret>,
+    pub uri: &'a Uri,
+    /// `Bearer <key>`, built once per service (see [`bearer`]).
+    pub authorization: Option<&'a HeaderValue>,
     pub body: Bytes,
     pub stream: bool,
     pub timeout: Duration,
     pub request_id: Option<&'a HeaderValue>,
 }
 
+type Connector = HttpsConnector<HttpConnector>;
+
 /// The pooled client shared by every request and by model discovery.
+///
+/// hyper-util's pooled client used directly (not reqwest): the request path builds
+/// a `Request` from a URI parsed at start-up and a handful of prebuilt header
+/// values, with no per-request URL parsing, redirect policy or extra boxing.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    http: reqwest::Client,
+    http: Client<Connector, Full<Bytes>>,
+}
+
+/// `Authorization: Bearer <key>`, marked sensitive so that hyper (HPACK) and any
+/// `Debug` output never show it.
+pub fn bearer(key: &Secret) -> Result<HeaderValue, String> {
+    let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
+        .map_err(|_| "the API key contains characters not allowed in an HTTP header".to_owned())?;
+    value.set_sensitive(true);
+    Ok(value)
 }
 
 impl UpstreamClient {
     pub fn new() -> Result<Self, StartupError> {
-        // rustls with ring: no OpenSSL, and the provider is chosen once per process.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            // Small SSE chunks would otherwise wait ~40 ms for Nagle + delayed ACK.
-            .tcp_nodelay(true)
+        let mut http = HttpConnector::new();
+        // Small SSE chunks would otherwise wait ~40 ms for Nagle + delayed ACK.
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        // The scheme is checked by the TLS layer above: https gets TLS, http does not.
+        http.enforce_http(false);
+        // rustls with ring (no OpenSSL), trusting what the platform trusts.
+        let tls = HttpsConnectorBuilder::new()
+            .with_provider_and_platform_verifier(rustls::crypto::ring::default_provider())
+            .map_err(|e| StartupError::Client(format!("TLS set-up: {e}")))?
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
-            // A POST must never silently become a GET on another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("llm-router/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| StartupError::Client(e.to_string()))?;
+            .build(tls);
         Ok(Self { http })
     }
 
-    /// Sends one routed call and classifies the outcome.
-    pub async fn call(&self, call: Call<'_>) -> Result<Reply, Failure> {
-        let mut req = self
-            .http
-            .post(call.url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(
-                header::ACCEPT,
-                if call.stream {
-                    "text/event-stream"
-                } else {
-                    "application/json"
-                },
-            )
-            .body(call.body);
-        if let Some(key) = call.api_key {
-            req = req.bearer_auth(key.expose());
+    fn request(
+        uri: &Uri,
+        method: Method,
+        accept: &'static str,
+        authorization: Option<&HeaderValue>,
+        body: Bytes,
+    ) -> Request<Full<Bytes>> {
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.clone();
+        let headers = req.headers_mut();
+        headers.reserve(5);
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
+        if let Some(value) = authorization {
+            headers.insert(header::AUTHORIZATION, value.clone());
         }
+        req
+    }
+
+    /// Sends one routed call and classifies the outcome. No redirect is followed:
+    /// a POST must never silently become a GET on another host.
+    pub async fn call(&self, call: Call<'_>) -> Result<Reply, Failure> {
+        let accept = if call.stream {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let mut req = Self::request(
+            call.uri,
+            Method::POST,
+            accept,
+            call.authorization,
+            call.body,
+        );
+        let headers = req.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if let Some(id) = call.request_id {
-            req = req.header("x-request-id", id.clone());
+            headers.insert("x-request-id", id.clone());
         }
         if call.stream {
             self.call_stream(req, call.timeout).await
         } else {
-            self.call_complete(req.timeout(call.timeout), call.timeout)
-                .await
+            match tokio::time::timeout(call.timeout, self.call_complete(req)).await {
+                Ok(result) => result,
+                Err(_) => Err(timed_out("no complete answer", call.timeout)),
+            }
         }
     }
 
-    async fn call_complete(
-        &self,
-        req: reqwest::RequestBuilder,
-        timeout: Duration,
-    ) -> Result<Reply, Failure> {
-        let resp = req.send().await.map_err(|e| classify(&e, timeout))?;
+    async fn call_complete(&self, req: Request<Full<Bytes>>) -> Result<Reply, Failure> {
+        let resp = self.http.request(req).await.map_err(|e| failed(&e))?;
         let status = resp.status();
         let headers = PassHeaders::from(resp.headers());
         let retry_after = retry_after(resp.headers());
-        let body = resp.bytes().await.map_err(|e| classify(&e, timeout))?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Failure::Connect(describe(&e)))?
+            .to_bytes();
         decide(status, headers, body, retry_after).map(Reply::Complete)
     }
 
     async fn call_stream(
         &self,
-        req: reqwest::RequestBuilder,
+        req: Request<Full<Bytes>>,
         timeout: Duration,
     ) -> Result<Reply, Failure> {
-        let resp = match tokio::time::timeout(timeout, req.send()).await {
-            Ok(r) => r.map_err(|e| classify(&e, timeout))?,
+        let resp = match tokio::time::timeout(timeout, self.http.request(req)).await {
+            Ok(r) => r.map_err(|e| failed(&e))?,
             Err(_) => return Err(timed_out("no response headers", timeout)),
         };
         let status = resp.status();
         let headers = PassHeaders::from(resp.headers());
         if !status.is_success() {
             let retry_after = retry_after(resp.headers());
-            let body = match tokio::time::timeout(timeout, read_limited(resp)).await {
+            let body = match tokio::time::timeout(timeout, read_limited(resp.into_body())).await {
                 Ok(body) => body,
                 Err(_) => Bytes::new(),
             };
@@ -206,8 +260,8 @@ impl UpstreamClient {
         }
         if !is_event_stream(&headers) {
             // The upstream ignored `stream: true` and answered in one piece: relay it as such.
-            let body = match tokio::time::timeout(timeout, resp.bytes()).await {
-                Ok(body) => body.map_err(|e| classify(&e, timeout))?,
+            let body = match tokio::time::timeout(timeout, resp.into_body().collect()).await {
+                Ok(body) => body.map_err(|e| Failure::Connect(describe(&e)))?.to_bytes(),
                 Err(_) => return Err(timed_out("no complete answer", timeout)),
             };
             return Ok(Reply::Complete(Complete {
@@ -216,10 +270,8 @@ impl UpstreamClient {
                 body,
             }));
         }
-        let mut rest: ChunkStream = Box::pin(
-            resp.bytes_stream()
-                .map(|r| r.map_err(|e| describe_reqwest(&e))),
-        );
+        let mut rest: ChunkStream =
+            Box::pin(BodyDataStream::new(resp.into_body()).map(|r| r.map_err(|e| describe(&e))));
         // Nothing goes to the client before the first complete event with data: until
         // then a failure is failed over like any other (the response head is sent
         // together with that event).
@@ -263,24 +315,33 @@ impl UpstreamClient {
     /// `GET {base_url}/models` for discovery: the JSON body, or why not.
     pub async fn get_models(
         &self,
-        url: &Url,
-        api_key: Option<&Secret>,
+        uri: &Uri,
+        authorization: Option<&HeaderValue>,
         timeout: Duration,
     ) -> Result<Bytes, String> {
-        let mut req = self
-            .http
-            .get(url.clone())
-            .timeout(timeout)
-            .header(header::ACCEPT, "application/json");
-        if let Some(key) = api_key {
-            req = req.bearer_auth(key.expose());
+        let req = Self::request(
+            uri,
+            Method::GET,
+            "application/json",
+            authorization,
+            Bytes::new(),
+        );
+        let fetch = async {
+            let resp = self.http.request(req).await.map_err(|e| describe(&e))?;
+            let status = resp.status();
+            if !status.is_success() {
+                return Err(format!("HTTP {}", status.as_u16()));
+            }
+            resp.into_body()
+                .collect()
+                .await
+                .map(Collected::to_bytes)
+                .map_err(|e| describe(&e))
+        };
+        match tokio::time::timeout(timeout, fetch).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("timed out after {:.1} s", timeout.as_secs_f64())),
         }
-        let resp = req.send().await.map_err(|e| describe_reqwest(&e))?;
-        let status = resp.status();
-        if !status.is_success() {
-            return Err(format!("HTTP {}", status.as_u16()));
-        }
-        resp.bytes().await.map_err(|e| describe_reqwest(&e))
     }
 }
 
@@ -326,9 +387,9 @@ pub fn is_failover_status(status: StatusCode) -> bool {
         || status.is_informational()
 }
 
-async fn read_limited(resp: reqwest::Response) -> Bytes {
+async fn read_limited(body: Incoming) -> Bytes {
     let mut out = BytesMut::new();
-    let mut body = resp.bytes_stream();
+    let mut body = BodyDataStream::new(body);
     while let Some(Ok(chunk)) = body.next().await {
         out.extend_from_slice(&chunk);
         if out.len() >= MAX_ERROR_BODY {
@@ -399,27 +460,25 @@ fn timed_out(what: &str, timeout: Duration) -> Failure {
     Failure::Timeout(format!("{what} within {:.1} s", timeout.as_secs_f64()))
 }
 
-fn classify(e: &reqwest::Error, timeout: Duration) -> Failure {
-    if e.is_timeout() {
-        timed_out("no complete answer", timeout)
+/// A request that got no usable answer: could not connect, or the connection
+/// broke before the response head.
+fn failed(e: &hyper_util::client::legacy::Error) -> Failure {
+    let root = describe(e);
+    Failure::Connect(if e.is_connect() {
+        format!("cannot connect: {root}")
     } else {
-        Failure::Connect(describe_reqwest(e))
-    }
+        root
+    })
 }
 
 /// A short description of a transport error: its innermost cause, which names
 /// what happened (refused, reset, closed) without repeating the URL.
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut source: &dyn std::error::Error = e;
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut source = e;
     while let Some(next) = source.source() {
         source = next;
     }
-    let root = source.to_string();
-    if e.is_connect() {
-        format!("cannot connect: {root}")
-    } else {
-        root
-    }
+    source.to_string()
 }
 
 #[cfg(test)]
@@ -454,6 +513,15 @@ mod tests {
             error_message(b"<html><body>502 Bad Gateway</body></html>"),
             None
         );
+    }
+
+    #[test]
+    fn bearer_header_is_sensitive_and_refuses_what_http_cannot_carry() {
+        let value = bearer(&Secret::new("sk-abc".to_owned())).unwrap();
+        assert_eq!(value, "Bearer sk-abc");
+        assert!(value.is_sensitive());
+        assert!(!format!("{value:?}").contains("sk-abc"));
+        assert!(bearer(&Secret::new("sk\nabc".to_owned())).is_err());
     }
 
     #[test]
