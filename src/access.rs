@@ -1,6 +1,10 @@
-//! The access layer: one log line and one set of metric updates per request,
-//! written after the response head, from what the handlers left in the
-//! response extensions (service, model, attempts, error label).
+//! The access layer, outermost: the request id and the request's span, then one
+//! log line and one set of metric updates per request, written after the response
+//! head from what the handlers left in the response extensions (service, model,
+//! attempts, error label).
+//!
+//! Request id and access log share one layer: each `from_fn` layer costs a boxed
+//! future and a service clone per request (docs/benchmarks.md, profile).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -9,11 +13,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::metrics::gauge::Gauge;
+use tracing::Instrument;
 
 use crate::api::AppState;
 use crate::api::openai::RouteInfo;
 use crate::error::ErrorLabel;
 use crate::metrics::{Label, ReasonLabels, RequestLabels, RouteServiceLabels, status_class};
+use crate::request_id;
 
 static NONE: LazyLock<Label> = LazyLock::new(|| Label::from("none"));
 static OTHER: LazyLock<Label> = LazyLock::new(|| Label::from("other"));
@@ -63,14 +69,28 @@ impl Drop for InFlight {
     }
 }
 
-pub async fn layer(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+pub async fn layer(
+    State(state): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
+    let id = request_id::assign(&mut request);
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
+    let mut response = access(&state, started, request, next)
+        .instrument(span)
+        .await;
+    response.headers_mut().insert(request_id::HEADER, id);
+    response
+}
+
+async fn access(state: &AppState, started: Instant, request: Request, next: Next) -> Response {
     let metrics = &state.dispatcher.metrics;
     metrics.in_flight.inc();
     let _in_flight = InFlight(metrics.in_flight.clone());
     let method = request.method().clone();
-    // The path only: a query string may carry a key.
-    let path = request.uri().path().to_owned();
+    // A cheap clone (shared bytes); only its path is logged: a query string may carry a key.
+    let uri = request.uri().clone();
     let route = route_label(request.extensions().get::<MatchedPath>());
 
     let response = next.run(request).await;
@@ -94,7 +114,7 @@ pub async fn layer(State(state): State<Arc<AppState>>, request: Request, next: N
     }
     tracing::info!(
         %method,
-        path,
+        path = uri.path(),
         status,
         service = &*service,
         model = &*model,

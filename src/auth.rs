@@ -325,12 +325,27 @@ fn timestamp(ms: u64) -> Value {
     json!(humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string())
 }
 
-/// Every client route: a valid key or a 401. Counts the outcome per key.
+/// Client routes without a cost: a valid key or a 401. Counts the outcome per key.
 pub async fn require_client_key(
     State(auth): State<Arc<Auth>>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
+    check_client_key(&auth, request, next, false).await
+}
+
+/// Routed endpoints: a valid key, then the key's own requests-per-window
+/// allowance, checked before any upstream is chosen. One layer, not two: each
+/// `from_fn` layer costs a boxed future and a service clone per request.
+pub async fn require_client_key_within_limit(
+    State(auth): State<Arc<Auth>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    check_client_key(&auth, request, next, true).await
+}
+
+async fn check_client_key(auth: &Auth, mut request: Request, next: Next, limit: bool) -> Response {
     if !auth.enforced() {
         return next.run(request).await;
     }
@@ -344,6 +359,21 @@ pub async fn require_client_key(
             return reject(request, e).await;
         }
     };
+    if limit
+        && let Some(limiter) = identity.state.limiter.as_ref()
+        && let Admission::Full { retry_after } = limiter.try_admit(Instant::now())
+    {
+        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+        let response = reject(
+            request,
+            Error::KeyRateLimited {
+                retry_after_secs: secs,
+            },
+        )
+        .await;
+        identity.state.record(response.status());
+        return response;
+    }
     request.extensions_mut().insert(identity.clone());
     let response = next.run(request).await;
     identity.state.record(response.status());
@@ -371,27 +401,6 @@ pub async fn require_admin(
             tracing::info!("admin endpoint refused to a non-admin key");
             return reject(request, Error::AdminRequired).await;
         }
-    }
-    next.run(request).await
-}
-
-/// Routed endpoints: the key's own requests-per-window allowance, checked
-/// before any upstream is chosen.
-pub async fn enforce_key_limit(request: Request, next: Next) -> Response {
-    if let Some(limiter) = request
-        .extensions()
-        .get::<Identity>()
-        .and_then(|i| i.state.limiter.as_ref())
-        && let Admission::Full { retry_after } = limiter.try_admit(Instant::now())
-    {
-        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        return reject(
-            request,
-            Error::KeyRateLimited {
-                retry_after_secs: secs,
-            },
-        )
-        .await;
     }
     next.run(request).await
 }

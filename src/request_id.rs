@@ -7,10 +7,7 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::Request;
-use axum::middleware::Next;
-use axum::response::Response;
 use http::HeaderValue;
-use tracing::Instrument;
 
 pub const HEADER: &str = "x-request-id";
 
@@ -26,8 +23,14 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 fn generate() -> HeaderValue {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{:016x}{:08x}", *PREFIX, n & 0xffff_ffff);
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    // 16 hex digits of prefix, 8 of counter, written in place (no formatter on the
+    // request path).
+    let digits = (*PREFIX as u128) << 32 | u128::from(n & 0xffff_ffff);
+    let mut id = [0u8; 24];
+    for (i, byte) in id.iter_mut().enumerate() {
+        *byte = b"0123456789abcdef"[(digits >> (4 * (23 - i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// A client id is kept if it is 1..=128 visible ASCII characters (it goes into
@@ -37,18 +40,16 @@ fn acceptable(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-/// Outermost layer: assigns the id, runs the request inside its span, and
-/// returns the id on the response.
-pub async fn layer(mut request: Request, next: Next) -> Response {
+/// Gives the request its id (kept from the client or made up) as an extension,
+/// and returns it for the response header and the request's span. Called by the
+/// outermost layer (`access::layer`).
+pub fn assign(request: &mut Request) -> HeaderValue {
     let id = match request.headers().get(HEADER) {
         Some(v) if acceptable(v) => v.clone(),
         _ => generate(),
     };
-    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
     request.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(request).instrument(span).await;
-    response.headers_mut().insert(HEADER, id);
-    response
+    id
 }
 
 #[cfg(test)]
@@ -61,6 +62,15 @@ mod tests {
         let b = generate();
         assert_ne!(a, b);
         assert!(acceptable(&a) && a.len() == 24);
+        assert_eq!(
+            a.as_bytes()[..16],
+            *format!("{:016x}", *PREFIX).as_bytes(),
+            "the prefix is the process's"
+        );
+        let counters = [&a, &b].map(|v| {
+            u64::from_str_radix(std::str::from_utf8(&v.as_bytes()[16..]).unwrap(), 16).unwrap()
+        });
+        assert_eq!(counters[1], counters[0] + 1);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::access;
 use crate::api::{AppState, admin, auth as api_auth, docs, openai};
 use crate::auth::{self, Auth, EnvSource};
 use crate::body::{discard_unused_body, reject};
@@ -31,7 +32,6 @@ use crate::metrics::Metrics;
 use crate::routing::{Dispatcher, models};
 use crate::supervisor::Supervisor;
 use crate::upstream::UpstreamClient;
-use crate::{access, request_id};
 
 /// The first model discovery may delay start-up by at most this long.
 const FIRST_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -185,12 +185,15 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
 /// Routes and layers. Client endpoints carry the auth layer; `/health` and
 /// `/ready` do not.
 pub fn router(state: Arc<AppState>) -> Router {
-    // Calls that cost money: a client key's own limit applies before routing.
+    // Calls that cost money: a valid client key, then its own limit, before routing.
     let routed = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
         .route("/v1/embeddings", post(openai::embeddings))
-        .route_layer(middleware::from_fn(auth::enforce_key_limit));
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&state.auth),
+            auth::require_client_key_within_limit,
+        ));
     // Mutating endpoints: the admin key only, when one is configured.
     let admin_only = Router::new()
         .route("/router/reset-stats", post(admin::reset_stats))
@@ -221,15 +224,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/router/rate-limits", get(admin::rate_limits))
         .route("/auth/status", get(api_auth::status))
         .route("/auth/metrics", get(api_auth::metrics))
-        .route_layer(middleware::from_fn(discard_unused_body));
-    let client_routes = Router::new()
-        .merge(routed)
-        .merge(bodiless)
-        // The one place client keys are checked (innermost layers run after it).
+        .route_layer(middleware::from_fn(discard_unused_body))
+        // Client keys are checked here and on `routed` (innermost layers run after it).
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state.auth),
             auth::require_client_key,
         ));
+    let client_routes = Router::new().merge(routed).merge(bodiless);
     let public_routes = Router::new()
         .merge(public_metrics)
         .route("/openapi.json", get(docs::openapi_json))
@@ -249,9 +250,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(
             // Read top to bottom: outermost first.
             ServiceBuilder::new()
-                // Request id: taken or made, returned, and a span around everything below.
-                .layer(middleware::from_fn(request_id::layer))
-                // One log line and the request metrics (path without query string: it may carry keys).
+                // Request id (taken or made, returned, a span around everything below),
+                // then one log line and the request metrics (path without query string:
+                // it may carry keys).
                 .layer(middleware::from_fn_with_state(
                     Arc::clone(&state),
                     access::layer,

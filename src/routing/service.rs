@@ -89,6 +89,8 @@ pub struct Service {
     urls: Urls,
     /// `Bearer <key>`, built once and marked sensitive.
     authorization: Option<HeaderValue>,
+    /// The name as the `x-llm-router-service` response header, built once.
+    name_header: HeaderValue,
     /// `None` for a service without a limit: it never takes a lock or calls Redis.
     pub limiter: Option<Limiter>,
     pub cooldown: Cooldown,
@@ -202,6 +204,8 @@ impl Service {
             config,
             urls,
             authorization,
+            name_header: HeaderValue::from_str(&config_name)
+                .unwrap_or_else(|_| HeaderValue::from_static("unprintable-service-name")),
             cooldown: Cooldown::new(epoch),
             models: ArcSwapOption::empty(),
             stats: ServiceStats::default(),
@@ -229,6 +233,11 @@ impl Service {
 
     pub fn models_url(&self) -> &Uri {
         &self.urls.models
+    }
+
+    /// The service's name as a response header value.
+    pub fn name_header(&self) -> &HeaderValue {
+        &self.name_header
     }
 
     /// The `Authorization` header for this service's calls, if it has a key.
