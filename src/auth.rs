@@ -24,6 +24,7 @@ use crate::body::reject;
 use crate::config::{self, AuthConfig, EnvMap, Overrides, RateLimit, Secret};
 use crate::error::Error;
 use crate::ratelimit::{Admission, RateLimiter};
+use crate::shared::RedisBackend;
 use crate::stats::percent;
 
 /// Where a reload reads the environment from (the process environment over the
@@ -43,9 +44,9 @@ pub struct KeyState {
 }
 
 impl KeyState {
-    fn new(limit: Option<RateLimit>) -> Self {
+    fn new(key: &Secret, limit: Option<RateLimit>, shared: Option<&Arc<RedisBackend>>) -> Self {
         Self {
-            limiter: limit.map(RateLimiter::new),
+            limiter: limit.map(|limit| RateLimiter::for_client_key(key, limit, shared)),
             ..Self::default()
         }
     }
@@ -95,7 +96,12 @@ struct KeySet {
 }
 
 impl KeySet {
-    fn build(cfg: &AuthConfig, limit: Option<RateLimit>, previous: Option<&KeySet>) -> Self {
+    fn build(
+        cfg: &AuthConfig,
+        limit: Option<RateLimit>,
+        shared: Option<&Arc<RedisBackend>>,
+        previous: Option<&KeySet>,
+    ) -> Self {
         let mut old: HashMap<&str, &Arc<KeyState>> = HashMap::new();
         if let Some(prev) = previous {
             for k in prev.keys.iter().chain(prev.admin.as_ref()) {
@@ -108,9 +114,10 @@ impl KeySet {
             let n = labels.entry(base.clone()).or_insert(0);
             *n += 1;
             let label = if *n == 1 { base } else { format!("{base}#{n}") };
-            let state = old
-                .get(secret.expose())
-                .map_or_else(|| Arc::new(KeyState::new(limit)), |s| Arc::clone(s));
+            let state = old.get(secret.expose()).map_or_else(
+                || Arc::new(KeyState::new(secret, limit, shared)),
+                |s| Arc::clone(s),
+            );
             ClientKey {
                 secret: secret.clone(),
                 label,
@@ -159,18 +166,26 @@ pub struct Auth {
     key_limit: Option<RateLimit>,
     /// Swapped whole by a reload; requests in flight keep the set they loaded.
     set: ArcSwap<KeySet>,
+    /// Where keys' limits live when several replicas share Redis (SPEC 8).
+    shared: Option<Arc<RedisBackend>>,
     env_source: EnvSource,
     config_file: Option<PathBuf>,
 }
 
 impl Auth {
-    pub fn new(cfg: &AuthConfig, config_file: Option<PathBuf>, env_source: EnvSource) -> Self {
-        let set = KeySet::build(cfg, cfg.key_rate_limit, None);
+    pub fn new(
+        cfg: &AuthConfig,
+        config_file: Option<PathBuf>,
+        env_source: EnvSource,
+        shared: Option<Arc<RedisBackend>>,
+    ) -> Self {
+        let set = KeySet::build(cfg, cfg.key_rate_limit, shared.as_ref(), None);
         Self {
             enabled: cfg.enabled,
             header: cfg.header_name.clone(),
             key_limit: cfg.key_rate_limit,
             set: ArcSwap::from_pointee(set),
+            shared,
             env_source,
             config_file,
         }
@@ -224,7 +239,7 @@ impl Auth {
             ));
         }
         let current = self.set.load();
-        let next = KeySet::build(&auth, self.key_limit, Some(&current));
+        let next = KeySet::build(&auth, self.key_limit, self.shared.as_ref(), Some(&current));
         let count = next.keys.len();
         self.set.store(Arc::new(next));
         tracing::info!(
@@ -361,7 +376,7 @@ async fn check_client_key(auth: &Auth, mut request: Request, next: Next, limit: 
     };
     if limit
         && let Some(limiter) = identity.state.limiter.as_ref()
-        && let Admission::Full { retry_after } = limiter.try_admit(Instant::now())
+        && let Admission::Full { retry_after } = limiter.admit(Instant::now()).await
     {
         let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
         let response = reject(
@@ -443,7 +458,7 @@ mod tests {
             metrics_public: false,
             key_rate_limit: None,
         };
-        let set = KeySet::build(&cfg, None, None);
+        let set = KeySet::build(&cfg, None, None, None);
         assert_eq!(set.keys[0].label, "sk-a...wxyz");
         assert_eq!(set.keys[1].label, "sk-a...wxyz#2");
         assert!(

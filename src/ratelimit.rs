@@ -1,4 +1,4 @@
-//! Per-service sliding-window rate limits.
+//! Sliding-window rate limits, for services and for client keys.
 //!
 //! The window is an exact log of admission times: a request is admitted when fewer
 //! than N admissions happened in the last `window`, and the check and the record
@@ -11,12 +11,13 @@
 //! Time is `tokio::time::Instant`, so tests pause and advance the clock.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::RateLimit;
+use crate::config::{RateLimit, Secret};
+use crate::shared::{RedisBackend, SharedWindow};
 
 /// The outcome of one admission attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,27 +49,56 @@ impl WindowState {
     }
 }
 
-/// The limiter of one service. An enum so that a shared (Redis) backend can join
-/// the in-memory one without the request path changing.
+/// The limiter of one service or one client key, on whichever backend was chosen
+/// at start-up: memory (one replica) or Redis (every replica, SPEC 8).
 #[derive(Debug)]
 pub enum RateLimiter {
     Memory(SlidingWindow),
+    Shared(SharedWindow),
 }
 
 impl RateLimiter {
-    pub fn new(limit: RateLimit) -> Self {
-        RateLimiter::Memory(SlidingWindow::new(limit.requests.get(), limit.window))
+    /// A service's limiter.
+    pub fn for_service(name: &str, limit: RateLimit, shared: Option<&Arc<RedisBackend>>) -> Self {
+        Self::on(shared, limit, |backend| backend.window_key(name))
     }
 
-    pub fn try_admit(&self, now: Instant) -> Admission {
-        match self {
-            RateLimiter::Memory(w) => w.try_admit(now),
+    /// A client key's limiter. In Redis the window is named by a digest of the
+    /// key, never the key itself.
+    pub fn for_client_key(
+        key: &Secret,
+        limit: RateLimit,
+        shared: Option<&Arc<RedisBackend>>,
+    ) -> Self {
+        Self::on(shared, limit, |backend| backend.client_key_window_key(key))
+    }
+
+    /// In Redis under the key `name` gives, when there is a shared backend.
+    fn on(
+        shared: Option<&Arc<RedisBackend>>,
+        limit: RateLimit,
+        name: impl FnOnce(&RedisBackend) -> String,
+    ) -> Self {
+        match shared {
+            Some(backend) => {
+                RateLimiter::Shared(SharedWindow::new(Arc::clone(backend), name(backend), limit))
+            }
+            None => RateLimiter::Memory(SlidingWindow::new(limit.requests.get(), limit.window)),
         }
     }
 
-    pub fn state(&self, now: Instant) -> WindowState {
+    /// Check-and-admit, one atomic step on whichever backend holds the window.
+    pub async fn admit(&self, now: Instant) -> Admission {
+        match self {
+            RateLimiter::Memory(w) => w.try_admit(now),
+            RateLimiter::Shared(w) => w.admit(now).await,
+        }
+    }
+
+    pub async fn state(&self, now: Instant) -> WindowState {
         match self {
             RateLimiter::Memory(w) => w.state(now),
+            RateLimiter::Shared(w) => w.state(now).await,
         }
     }
 }

@@ -66,6 +66,7 @@ impl App {
             &config.auth,
             config.config_file.clone(),
             env_source,
+            dispatcher.shared.clone(),
         ));
         warn_about_auth(&config, &auth);
         let state = Arc::new(AppState {

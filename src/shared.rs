@@ -22,7 +22,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::config::{FailureMode, RedisConfig};
+use crate::config::{FailureMode, RateLimit, RedisConfig, Secret};
 use crate::error::StartupError;
 use crate::metrics::Metrics;
 use crate::ratelimit::{Admission, SlidingWindow, WindowState};
@@ -176,6 +176,24 @@ impl RedisBackend {
     /// `{prefix:service}:window`: one hash tag per service (Redis Cluster safe).
     pub fn window_key(&self, service: &str) -> String {
         format!("{{{}:{service}}}:window", self.config.key_prefix)
+    }
+
+    /// `{prefix:client-key:DIGEST}:key-window`: a client key's window, named by the
+    /// first 128 bits of SHA-256 over the prefix and the key, so Redis (and whoever
+    /// reads it) never holds a key. The suffix differs from a service's, so no
+    /// service name can collide with it.
+    pub fn client_key_window_key(&self, key: &Secret) -> String {
+        let prefix = &self.config.key_prefix;
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(prefix.as_bytes());
+        ctx.update(b"\0");
+        ctx.update(key.expose().as_bytes());
+        let digest = ctx.finish();
+        let hex: String = digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{{{prefix}:client-key:{hex}}}:key-window")
     }
 
     fn cooldown_key(&self, service: &str) -> String {
@@ -414,8 +432,10 @@ impl std::fmt::Debug for SharedWindow {
 }
 
 impl SharedWindow {
-    pub fn new(backend: Arc<RedisBackend>, service: &str, limit: u32, window: Duration) -> Self {
-        let key = backend.window_key(service);
+    /// The window stored under `key` (see [`RedisBackend::window_key`] and
+    /// [`RedisBackend::client_key_window_key`]).
+    pub fn new(backend: Arc<RedisBackend>, key: String, limit: RateLimit) -> Self {
+        let (limit, window) = (limit.requests.get(), limit.window);
         Self {
             backend,
             key,

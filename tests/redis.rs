@@ -75,6 +75,50 @@ async fn three_replicas_ninety_concurrent_requests_limit_twenty_admit_exactly_tw
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_keys_own_limit_holds_across_replicas_and_redis_never_sees_the_key() {
+    const KEY: &str = "sk-client-key-shared-0001";
+    const OTHER: &str = "sk-client-key-shared-0002";
+    let redis = RedisServer::start();
+    let a = MockUpstream::start("A").await;
+    let routers = replicas(
+        3,
+        vec![svc(&a)],
+        &redis,
+        &[
+            ("ENABLE_AUTH", "true"),
+            ("AUTH_KEY_01", KEY),
+            ("AUTH_KEY_02", OTHER),
+            ("AUTH_KEY_RATE_LIMIT", "20/60"),
+        ],
+    )
+    .await;
+    let body = chat_request("test-model", json!({}));
+    let answers =
+        join_all((0..90).map(|i| routers[i % 3].post_with_key("/v1/chat/completions", &body, KEY)))
+            .await;
+    let ok = answers.iter().filter(|r| r.status() == 200).count();
+    let limited = answers.iter().filter(|r| r.status() == 429).count();
+    assert_eq!(
+        (ok, limited),
+        (20, 70),
+        "one window for the key, not one per replica"
+    );
+    assert_eq!(a.post_count(), 20);
+    // Another key has its own window.
+    let other = routers[1]
+        .post_with_key("/v1/chat/completions", &body, OTHER)
+        .await;
+    assert_eq!(other.status(), 200);
+    let keys = redis.keys();
+    let windows: Vec<_> = keys.iter().filter(|k| k.contains("client-key")).collect();
+    assert_eq!(windows.len(), 2, "one shared window per key: {keys:?}");
+    assert!(
+        keys.iter().all(|k| !k.contains("sk-client")),
+        "a client key reached Redis: {keys:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_window_slides_across_replicas() {
     let redis = RedisServer::start();
     let a = MockUpstream::start("A").await;

@@ -14,8 +14,8 @@ use super::models::Catalog;
 use crate::config::{HealthConfig, ServiceConfig};
 use crate::error::StartupError;
 use crate::metrics::{Label, Metrics, ServiceMetrics};
-use crate::ratelimit::{Admission, SlidingWindow, WindowState};
-use crate::shared::{RedisBackend, SharedWindow};
+use crate::ratelimit::RateLimiter;
+use crate::shared::RedisBackend;
 use crate::stats::ServiceStats;
 use crate::upstream::bearer;
 
@@ -92,7 +92,7 @@ pub struct Service {
     /// The name as the `x-llm-router-service` response header, built once.
     name_header: HeaderValue,
     /// `None` for a service without a limit: it never takes a lock or calls Redis.
-    pub limiter: Option<Limiter>,
+    pub limiter: Option<RateLimiter>,
     pub cooldown: Cooldown,
     /// Discovered model list; `None` until a discovery succeeds (then: assumed to
     /// support every model). Swapped whole by the background discovery task.
@@ -110,30 +110,6 @@ pub struct Service {
     latency_bits: AtomicU64,
     latency_at: AtomicU64,
     epoch: Instant,
-}
-
-/// A service's sliding window: in memory (one replica) or shared in Redis.
-#[derive(Debug)]
-pub enum Limiter {
-    Memory(SlidingWindow),
-    Shared(SharedWindow),
-}
-
-impl Limiter {
-    /// Check-and-admit, one atomic step on whichever backend holds the window.
-    pub async fn admit(&self, now: Instant) -> Admission {
-        match self {
-            Limiter::Memory(w) => w.try_admit(now),
-            Limiter::Shared(w) => w.admit(now).await,
-        }
-    }
-
-    pub async fn state(&self, now: Instant) -> WindowState {
-        match self {
-            Limiter::Memory(w) => w.state(now),
-            Limiter::Shared(w) => w.state(now).await,
-        }
-    }
 }
 
 /// Counts a call in flight until dropped (held by the relay for streams).
@@ -192,15 +168,9 @@ impl Service {
         let label = Label::from(config_name.as_str());
         let service_metrics = metrics.for_service(&label);
         Ok(Self {
-            limiter: config.rate_limit.map(|rl| match shared {
-                Some(backend) => Limiter::Shared(SharedWindow::new(
-                    Arc::clone(backend),
-                    &config.name,
-                    rl.requests.get(),
-                    rl.window,
-                )),
-                None => Limiter::Memory(SlidingWindow::new(rl.requests.get(), rl.window)),
-            }),
+            limiter: config
+                .rate_limit
+                .map(|rl| RateLimiter::for_service(&config.name, rl, shared)),
             config,
             urls,
             authorization,

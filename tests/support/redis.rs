@@ -81,6 +81,23 @@ impl RedisServer {
         self.signal("-CONT");
     }
 
+    /// Every key in the server (`redis-cli --scan`).
+    pub fn keys(&self) -> Vec<String> {
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-p", &self.port.to_string(), "--scan"]);
+        if let Some(pw) = &self.password {
+            cmd.args(["--no-auth-warning", "-a", pw]);
+        }
+        let out = cmd
+            .output()
+            .expect("redis-cli (installed with redis-server)");
+        assert!(out.status.success(), "redis-cli --scan failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Kills the server (its data is gone: no persistence).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
