@@ -34,9 +34,11 @@ SCENARIOS = {
     "s5000": "open streams (slow upstream)",
     "soak": "soak",
 }
-SYSTEMS = ["direct", "nginx", "router", "router-auth", "router-limit", "router-redis"]
-# Opt-in systems measured on these scenarios only (a limited service: memory and Redis).
-LIMITED = ("router-limit", "router-redis")
+SYSTEMS = ["direct", "nginx", "router", "router-auth", "router-limit", "router-redis",
+           "router-redis-unlimited"]
+# Opt-in systems measured on these scenarios only (a limited service on memory and on
+# Redis; an unlimited service with REDIS_URL set).
+LIMITED = ("router-limit", "router-redis", "router-redis-unlimited")
 LIMITED_SCENARIOS = ("c1", "c64")
 WRK = ("c1", "c64", "c512")
 STREAMS = ("s1", "s64")
@@ -263,6 +265,63 @@ def x(v):
     return "–" if v is None else f"{v:.2f}×"
 
 
+def redis_rtt_us(results_dir: Path | None):
+    """p50 of one Redis round trip from CPU 1 (redis-benchmark -c 1 PING), in µs."""
+    if results_dir is None or not (results_dir / "redis-rtt.csv").exists():
+        return None
+    with open(results_dir / "redis-rtt.csv", newline="") as fh:
+        for rec in csv.DictReader(fh):
+            try:
+                return float(rec["p50_latency_ms"]) * 1000
+            except (KeyError, ValueError):
+                return None
+    return None
+
+
+def shared_state_lines(by: dict, results_dir: Path | None) -> list[str]:
+    """Issue 8's figures: a limited service on Redis against the memory backend, and an
+    unlimited service with REDIS_URL set against the plain router, same run."""
+    def med(sc, sy, key):
+        return (by.get((sc, sy)) or {}).get(key)
+
+    out = []
+    rtt = redis_rtt_us(results_dir)
+    pairs = [
+        ("c64", "router-redis", "router-limit", "req/s, limited service: Redis ÷ memory", "rps"),
+        ("c1", "router-redis", "router-limit", "req/s, limited service: Redis ÷ memory", "rps"),
+        ("c64", "router-redis-unlimited", "router", "req/s, unlimited service: REDIS_URL set ÷ unset", "rps"),
+        ("c1", "router-redis-unlimited", "router", "req/s, unlimited service: REDIS_URL set ÷ unset", "rps"),
+    ]
+    rows = []
+    for sc, a, b, what, key in pairs:
+        va, vb = med(sc, a, key), med(sc, b, key)
+        if va is not None and vb:
+            rows.append(f"| {SCENARIOS[sc]} | {what} | {f(va, 0)} ÷ {f(vb, 0)} | {va / vb:.2f}× |")
+    for a, b, what in [("router-redis", "router-limit", "p50 added by Redis, limited service"),
+                       ("router-redis-unlimited", "router", "p50 added by REDIS_URL, unlimited service")]:
+        pa, pb = med("c1", a, "p50_ms"), med("c1", b, "p50_ms")
+        if pa is not None and pb is not None:
+            added = (pa - pb) * 1000
+            rtts = f"{added / rtt:.1f} round trips" if rtt else "–"
+            rows.append(f"| {SCENARIOS['c1']} | {what} | {f(pa * 1000, 0)} − {f(pb * 1000, 0)} µs | {added:+.0f} µs ({rtts}) |")
+    if not rows:
+        return []
+    out.append("### Shared state (Redis on loopback, CPU 0)")
+    out.append("")
+    if rtt:
+        out.append(
+            f"One Redis round trip from CPU 1 (redis-benchmark, one connection, PING back to back): "
+            f"p50 {rtt:.0f} µs. Every admission of a limited service is one such round trip "
+            "(an EVALSHA of the window script)."
+        )
+        out.append("")
+    out.append("| scenario | figure | medians | ratio / difference |")
+    out.append("|---|---|---|---|")
+    out.extend(rows)
+    out.append("")
+    return out
+
+
 def markdown(summary: list[dict], rows: list[dict], env: str, results_dir: Path | None = None) -> str:
     by = {(s["scenario"], s["system"]): s for s in summary}
     lines = []
@@ -376,6 +435,7 @@ def markdown(summary: list[dict], rows: list[dict], env: str, results_dir: Path 
             "the streams' work is in it too."
         )
         lines.append("")
+    lines.extend(shared_state_lines(by, results_dir))
     noisy = [r for r in rows if (r.get("foreign_cpu1_pct") or 0) > 10]
     fc = [r.get("foreign_cpu1_pct") for r in rows if r.get("foreign_cpu1_pct") is not None]
     lines.append("### Machine noise")
@@ -420,7 +480,7 @@ def read_rss_series(results: Path, cell_dir: str):
 # --------------------------------------------------------------------- chart
 
 COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "router": "#1565c0", "router-auth": "#6a1b9a",
-          "router-limit": "#ef6c00", "router-redis": "#c62828"}
+          "router-limit": "#ef6c00", "router-redis": "#c62828", "router-redis-unlimited": "#00838f"}
 
 
 def chart(summary: list[dict], rows: list[dict], series: dict, path: Path) -> None:
