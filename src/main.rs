@@ -27,10 +27,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    // Everything runs as a task on the worker threads, not inside `block_on` on the
+    // main thread: the accept loop then shares the workers' I/O driver, and a new
+    // connection is accepted and spawned without waking another thread.
+    let program = runtime.spawn(run(cli));
+    match runtime.block_on(program) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: the router stopped unexpectedly: {e}");
             ExitCode::FAILURE
         }
     }

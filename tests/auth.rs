@@ -455,6 +455,11 @@ async fn the_client_credential_is_never_forwarded_upstream() {
     let sent = a.last_post().headers;
     assert!(!sent.values().any(|v| v.contains(KEY1)), "{sent:?}");
     assert_eq!(sent["authorization"], "Bearer upstream-key-A");
+    assert_eq!(
+        sent["host"],
+        format!("127.0.0.1:{}", a.port),
+        "the service's own Host"
+    );
 }
 
 #[tokio::test]

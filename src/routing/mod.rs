@@ -210,7 +210,7 @@ impl Dispatcher {
         let in_flight = InFlight::new(service);
         let call = Call {
             uri: service.url(req.endpoint),
-            authorization: service.authorization(),
+            headers: service.headers(),
             body: with_model(req, model),
             stream: req.stream,
             timeout: service.config.timeout,
@@ -334,7 +334,7 @@ impl Dispatcher {
                 let timeout = s.config.timeout.min(Duration::from_secs(10));
                 if self
                     .client
-                    .get_models(s.models_url(), s.authorization(), timeout)
+                    .get_models(s.models_url(), s.headers(), timeout)
                     .await
                     .is_ok()
                 {

@@ -95,7 +95,7 @@ pub async fn refresh_all(client: &UpstreamClient, services: &[Arc<Service>], tim
 
 async fn refresh_one(client: &UpstreamClient, service: &Service, timeout: Duration) {
     let result = client
-        .get_models(service.models_url(), service.authorization(), timeout)
+        .get_models(service.models_url(), service.headers(), timeout)
         .await
         .and_then(|body| parse_list(&body, service.name()));
     match result {

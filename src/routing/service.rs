@@ -17,7 +17,7 @@ use crate::metrics::{Label, Metrics, ServiceMetrics};
 use crate::ratelimit::RateLimiter;
 use crate::shared::RedisBackend;
 use crate::stats::ServiceStats;
-use crate::upstream::bearer;
+use crate::upstream::ServiceHeaders;
 
 /// The routed endpoints, each a path under the service's `base_url`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +87,8 @@ impl Cooldown {
 pub struct Service {
     pub config: ServiceConfig,
     urls: Urls,
-    /// `Bearer <key>`, built once and marked sensitive.
-    authorization: Option<HeaderValue>,
+    /// `Host` and `Authorization`, built once.
+    headers: ServiceHeaders,
     /// The name as the `x-llm-router-service` response header, built once.
     name_header: HeaderValue,
     /// `None` for a service without a limit: it never takes a lock or calls Redis.
@@ -157,13 +157,8 @@ impl Service {
             embeddings: join(Endpoint::Embeddings.path())?,
             models: join("/models")?,
         };
-        let authorization =
-            match &config.api_key {
-                Some(key) => Some(bearer(key).map_err(|why| {
-                    StartupError::Client(format!("service {}: {why}", config.name))
-                })?),
-                None => None,
-            };
+        let headers = ServiceHeaders::new(&urls.chat, config.api_key.as_ref())
+            .map_err(|why| StartupError::Client(format!("service {}: {why}", config.name)))?;
         let config_name = config.name.clone();
         let label = Label::from(config_name.as_str());
         let service_metrics = metrics.for_service(&label);
@@ -173,7 +168,7 @@ impl Service {
                 .map(|rl| RateLimiter::for_service(&config.name, rl, shared)),
             config,
             urls,
-            authorization,
+            headers,
             name_header: HeaderValue::from_str(&config_name)
                 .unwrap_or_else(|_| HeaderValue::from_static("unprintable-service-name")),
             cooldown: Cooldown::new(epoch),
@@ -210,9 +205,9 @@ impl Service {
         &self.name_header
     }
 
-    /// The `Authorization` header for this service's calls, if it has a key.
-    pub fn authorization(&self) -> Option<&HeaderValue> {
-        self.authorization.as_ref()
+    /// The headers every call to this service carries.
+    pub fn headers(&self) -> &ServiceHeaders {
+        &self.headers
     }
 
     /// The first of the `|`-separated alternatives this service supports; with an

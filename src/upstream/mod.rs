@@ -119,8 +119,7 @@ impl Reply {
 /// What to send: one routed request to one service.
 pub struct Call<'a> {
     pub uri: &'a Uri,
-    /// `Bearer <key>`, built once per service (see [`bearer`]).
-    pub authorization: Option<&'a HeaderValue>,
+    pub headers: &'a ServiceHeaders,
     pub body: Bytes,
     pub stream: bool,
     pub timeout: Duration,
@@ -139,13 +138,42 @@ pub struct UpstreamClient {
     http: Client<Connector, Full<Bytes>>,
 }
 
-/// `Authorization: Bearer <key>`, marked sensitive so that hyper (HPACK) and any
-/// `Debug` output never show it.
-pub fn bearer(key: &Secret) -> Result<HeaderValue, String> {
-    let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose()))
-        .map_err(|_| "the API key contains characters not allowed in an HTTP header".to_owned())?;
-    value.set_sensitive(true);
-    Ok(value)
+/// The headers every call to one service carries, built once at start-up so that
+/// a request formats none of them (hyper-util would format `Host` per request).
+#[derive(Debug, Clone)]
+pub struct ServiceHeaders {
+    host: HeaderValue,
+    /// `Bearer <key>`, marked sensitive so that hyper (HPACK) and any `Debug`
+    /// output never show it.
+    authorization: Option<HeaderValue>,
+}
+
+impl ServiceHeaders {
+    /// `base` is any URI of the service (they share scheme, host and port).
+    pub fn new(base: &Uri, key: Option<&Secret>) -> Result<Self, String> {
+        let host = match (base.host(), base.port_u16(), base.scheme_str()) {
+            (None, ..) => return Err(format!("{base} has no host")),
+            (Some(h), Some(p), Some("http")) if p != 80 => format!("{h}:{p}"),
+            (Some(h), Some(p), Some("https")) if p != 443 => format!("{h}:{p}"),
+            (Some(h), ..) => h.to_owned(),
+        };
+        let host = HeaderValue::try_from(host).map_err(|_| format!("{base}: bad host"))?;
+        let authorization = match key {
+            Some(key) => {
+                let mut value =
+                    HeaderValue::try_from(format!("Bearer {}", key.expose())).map_err(|_| {
+                        "the API key contains characters not allowed in an HTTP header".to_owned()
+                    })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
+        Ok(Self {
+            host,
+            authorization,
+        })
+    }
 }
 
 impl UpstreamClient {
@@ -176,17 +204,18 @@ impl UpstreamClient {
         uri: &Uri,
         method: Method,
         accept: &'static str,
-        authorization: Option<&HeaderValue>,
+        service: &ServiceHeaders,
         body: Bytes,
     ) -> Request<Full<Bytes>> {
         let mut req = Request::new(Full::new(body));
         *req.method_mut() = method;
         *req.uri_mut() = uri.clone();
         let headers = req.headers_mut();
-        headers.reserve(5);
+        headers.reserve(6);
+        headers.insert(header::HOST, service.host.clone());
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
-        if let Some(value) = authorization {
+        if let Some(value) = &service.authorization {
             headers.insert(header::AUTHORIZATION, value.clone());
         }
         req
@@ -200,13 +229,7 @@ impl UpstreamClient {
         } else {
             "application/json"
         };
-        let mut req = Self::request(
-            call.uri,
-            Method::POST,
-            accept,
-            call.authorization,
-            call.body,
-        );
+        let mut req = Self::request(call.uri, Method::POST, accept, call.headers, call.body);
         let headers = req.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -316,16 +339,10 @@ impl UpstreamClient {
     pub async fn get_models(
         &self,
         uri: &Uri,
-        authorization: Option<&HeaderValue>,
+        headers: &ServiceHeaders,
         timeout: Duration,
     ) -> Result<Bytes, String> {
-        let req = Self::request(
-            uri,
-            Method::GET,
-            "application/json",
-            authorization,
-            Bytes::new(),
-        );
+        let req = Self::request(uri, Method::GET, "application/json", headers, Bytes::new());
         let fetch = async {
             let resp = self.http.request(req).await.map_err(|e| describe(&e))?;
             let status = resp.status();
@@ -516,12 +533,37 @@ mod tests {
     }
 
     #[test]
-    fn bearer_header_is_sensitive_and_refuses_what_http_cannot_carry() {
-        let value = bearer(&Secret::new("sk-abc".to_owned())).unwrap();
+    fn service_headers_carry_a_sensitive_bearer_and_refuse_what_http_cannot_carry() {
+        let uri = Uri::from_static("http://127.0.0.1:8080/v1/chat/completions");
+        let h = ServiceHeaders::new(&uri, Some(&Secret::new("sk-abc"))).unwrap();
+        let value = h.authorization.clone().unwrap();
         assert_eq!(value, "Bearer sk-abc");
         assert!(value.is_sensitive());
-        assert!(!format!("{value:?}").contains("sk-abc"));
-        assert!(bearer(&Secret::new("sk\nabc".to_owned())).is_err());
+        assert!(!format!("{h:?}").contains("sk-abc"));
+        assert!(ServiceHeaders::new(&uri, Some(&Secret::new("sk\nabc"))).is_err());
+        assert!(
+            ServiceHeaders::new(&uri, None)
+                .unwrap()
+                .authorization
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn host_header_names_the_port_only_when_it_is_not_the_default() {
+        let host = |u: &'static str| {
+            ServiceHeaders::new(&Uri::from_static(u), None)
+                .unwrap()
+                .host
+        };
+        assert_eq!(host("http://127.0.0.1:8080/v1/models"), "127.0.0.1:8080");
+        assert_eq!(host("http://localhost:80/v1/models"), "localhost");
+        assert_eq!(host("https://api.openai.com/v1/models"), "api.openai.com");
+        assert_eq!(
+            host("https://api.example.com:8443/v1"),
+            "api.example.com:8443"
+        );
+        assert_eq!(host("http://[::1]:11434/v1/models"), "[::1]:11434");
     }
 
     #[test]

@@ -157,7 +157,7 @@ struct Script {
 /// A running fake provider; stops when dropped.
 pub struct MockUpstream {
     pub name: String,
-    port: u16,
+    pub port: u16,
     script: Arc<Mutex<Script>>,
     connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
