@@ -373,3 +373,18 @@ async fn a_connection_stays_usable_after_answers_that_ignore_the_body() {
     );
     assert_eq!(a.post_count(), 1);
 }
+
+#[tokio::test]
+async fn clients_speak_http_1_1_and_http2_prior_knowledge_is_refused() {
+    let a = MockUpstream::start("A").await;
+    let router = TestRouter::start(vec![svc(&a)]).await;
+    let r = router.get("/health").await;
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let refused = h2.get(format!("{}/health", router.url)).send().await;
+    assert!(refused.is_err(), "an h2c request was answered: {refused:?}");
+}
