@@ -142,7 +142,10 @@ pub struct UpstreamClient {
 /// a request formats none of them (hyper-util would format `Host` per request).
 #[derive(Debug, Clone)]
 pub struct ServiceHeaders {
-    host: HeaderValue,
+    /// Only for `http://` services, which always speak HTTP/1.1. Over TLS the
+    /// protocol is chosen by ALPN, and an h2 request carries `:authority`
+    /// instead: hyper-util sets `Host` there for HTTP/1.1 only.
+    host: Option<HeaderValue>,
     /// `Bearer <key>`, marked sensitive so that hyper (HPACK) and any `Debug`
     /// output never show it.
     authorization: Option<HeaderValue>,
@@ -151,13 +154,16 @@ pub struct ServiceHeaders {
 impl ServiceHeaders {
     /// `base` is any URI of the service (they share scheme, host and port).
     pub fn new(base: &Uri, key: Option<&Secret>) -> Result<Self, String> {
-        let host = match (base.host(), base.port_u16(), base.scheme_str()) {
-            (None, ..) => return Err(format!("{base} has no host")),
-            (Some(h), Some(p), Some("http")) if p != 80 => format!("{h}:{p}"),
-            (Some(h), Some(p), Some("https")) if p != 443 => format!("{h}:{p}"),
-            (Some(h), ..) => h.to_owned(),
+        let host = match (base.scheme_str(), base.host(), base.port_u16()) {
+            (_, None, _) => return Err(format!("{base} has no host")),
+            (Some("http"), Some(h), Some(p)) if p != 80 => Some(format!("{h}:{p}")),
+            (Some("http"), Some(h), _) => Some(h.to_owned()),
+            _ => None,
         };
-        let host = HeaderValue::try_from(host).map_err(|_| format!("{base}: bad host"))?;
+        let host = host
+            .map(HeaderValue::try_from)
+            .transpose()
+            .map_err(|_| format!("{base}: bad host"))?;
         let authorization = match key {
             Some(key) => {
                 let mut value =
@@ -212,7 +218,9 @@ impl UpstreamClient {
         *req.uri_mut() = uri.clone();
         let headers = req.headers_mut();
         headers.reserve(6);
-        headers.insert(header::HOST, service.host.clone());
+        if let Some(host) = &service.host {
+            headers.insert(header::HOST, host.clone());
+        }
         headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         headers.insert(header::ACCEPT, HeaderValue::from_static(accept));
         if let Some(value) = &service.authorization {
@@ -550,20 +558,21 @@ mod tests {
     }
 
     #[test]
-    fn host_header_names_the_port_only_when_it_is_not_the_default() {
+    fn host_header_is_prebuilt_for_plain_http_with_the_port_only_when_needed() {
         let host = |u: &'static str| {
             ServiceHeaders::new(&Uri::from_static(u), None)
                 .unwrap()
                 .host
         };
-        assert_eq!(host("http://127.0.0.1:8080/v1/models"), "127.0.0.1:8080");
-        assert_eq!(host("http://localhost:80/v1/models"), "localhost");
-        assert_eq!(host("https://api.openai.com/v1/models"), "api.openai.com");
         assert_eq!(
-            host("https://api.example.com:8443/v1"),
-            "api.example.com:8443"
+            host("http://127.0.0.1:8080/v1/models").unwrap(),
+            "127.0.0.1:8080"
         );
-        assert_eq!(host("http://[::1]:11434/v1/models"), "[::1]:11434");
+        assert_eq!(host("http://localhost:80/v1/models").unwrap(), "localhost");
+        assert_eq!(host("http://[::1]:11434/v1/models").unwrap(), "[::1]:11434");
+        // TLS: HTTP/1.1 or h2 by ALPN; hyper-util adds Host for HTTP/1.1 itself.
+        assert_eq!(host("https://api.openai.com/v1/models"), None);
+        assert_eq!(host("https://api.example.com:8443/v1"), None);
     }
 
     #[test]
