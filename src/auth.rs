@@ -374,23 +374,16 @@ async fn check_client_key(auth: &Auth, mut request: Request, next: Next, limit: 
             return reject(request, e).await;
         }
     };
-    if limit
+    let response = if limit
         && let Some(limiter) = identity.state.limiter.as_ref()
         && let Admission::Full { retry_after } = limiter.admit(Instant::now()).await
     {
-        let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        let response = reject(
-            request,
-            Error::KeyRateLimited {
-                retry_after_secs: secs,
-            },
-        )
-        .await;
-        identity.state.record(response.status());
-        return response;
-    }
-    request.extensions_mut().insert(identity.clone());
-    let response = next.run(request).await;
+        let retry_after_secs = Error::retry_after_secs(retry_after);
+        reject(request, Error::KeyRateLimited { retry_after_secs }).await
+    } else {
+        request.extensions_mut().insert(identity.clone());
+        next.run(request).await
+    };
     identity.state.record(response.status());
     response
 }

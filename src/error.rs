@@ -75,6 +75,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// A wait as a `Retry-After` value: whole seconds, rounded up, at least 1.
+    pub fn retry_after_secs(wait: std::time::Duration) -> u64 {
+        wait.as_secs_f64().ceil().max(1.0) as u64
+    }
+
     pub fn invalid(message: impl Into<String>) -> Self {
         Error::InvalidRequest {
             message: message.into(),

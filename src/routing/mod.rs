@@ -183,7 +183,7 @@ impl Dispatcher {
                 None => {
                     let wait = run.soonest_slot.unwrap_or(Duration::from_secs(1));
                     Error::RateLimited {
-                        retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+                        retry_after_secs: Error::retry_after_secs(wait),
                     }
                 }
                 Some((last_service, last)) => all_failed(&run.failures, last_service.name(), last),

@@ -244,7 +244,7 @@ impl UpstreamClient {
             HeaderValue::from_static("application/json"),
         );
         if let Some(id) = call.request_id {
-            headers.insert("x-request-id", id.clone());
+            headers.insert(crate::request_id::HEADER, id.clone());
         }
         if call.stream {
             self.call_stream(req, call.timeout).await
