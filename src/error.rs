@@ -22,6 +22,8 @@ pub enum StartupError {
     Client(String),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(String),
 }
 
 /// Why one client request failed. Every variant decides its status, type and code

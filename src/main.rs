@@ -17,20 +17,21 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    let runtime = EnvMap::from_process_and_dotenv(&cwd)
+        .map_err(|e| StartupError::from(config::ConfigError(vec![e])))
+        .and_then(|env| Ok((build_runtime(config::worker_threads(&env)?)?, env)));
+    let (runtime, env) = match runtime {
+        Ok(pair) => pair,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    // Everything runs as a task on the worker threads, not inside `block_on` on the
-    // main thread: the accept loop then shares the workers' I/O driver, and a new
+    // Everything runs as a task, not inside `block_on`'s own future: with several
+    // workers the accept loop then shares the workers' I/O driver, and a new
     // connection is accepted and spawned without waking another thread.
-    let program = runtime.spawn(run(cli));
+    let program = runtime.spawn(run(cli, env));
     match runtime.block_on(program) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
@@ -44,9 +45,26 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), StartupError> {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
-    let env = EnvMap::from_process_and_dotenv(&cwd).map_err(|e| config::ConfigError(vec![e]))?;
+/// One worker thread: tokio's current-thread scheduler, run by the main thread.
+/// On one core it costs about 10 % less CPU per request than the work-stealing
+/// scheduler with one worker (docs/benchmarks.md), which pays for cross-thread
+/// queues and wake-ups that have no other thread to serve. More workers: the
+/// work-stealing scheduler with that many.
+fn build_runtime(workers: usize) -> Result<tokio::runtime::Runtime, StartupError> {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| StartupError::Runtime(e.to_string()))
+}
+
+async fn run(cli: Cli, env: EnvMap) -> Result<(), StartupError> {
     let overrides = cli.global.overrides();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -127,7 +127,7 @@ async fn check_prints_services_in_routing_order_with_keys_masked() {
 #[tokio::test]
 async fn bad_configuration_exits_non_zero_naming_the_field() {
     let dir = temp_dir("bad");
-    let cases: [(&str, &[(&str, &str)]); 5] = [
+    let cases: [(&str, &[(&str, &str)]); 6] = [
         ("ROUTER_SERVICES", &[("ROUTER_SERVICES", "[{not json")]),
         (
             "backend_type",
@@ -156,6 +156,14 @@ async fn bad_configuration_exits_non_zero_naming_the_field() {
                 "ROUTER_SERVICES",
                 r#"[{"name":"x","backend_type":"custom","base_url":"http://h/v1","rate_limit_requests":1,"rate_limit_window":-5}]"#,
             )],
+        ),
+        // Read before the runtime starts; tokio itself would panic on it.
+        (
+            "TOKIO_WORKER_THREADS",
+            &[
+                ("TOKIO_WORKER_THREADS", "zero"),
+                ("OPENAI_API_KEY", "sk-test-0000000000"),
+            ],
         ),
     ];
     for (needle, env) in cases {
@@ -206,14 +214,23 @@ async fn dotenv_and_config_file_configure_the_binary_with_env_winning() {
     assert!(!out.contains("from-dotenv"), "{out}");
 }
 
+/// With one worker thread the router runs on tokio's current-thread scheduler,
+/// with more on the work-stealing one: both serve, stream and shut down the same.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
+    for workers in ["1", "2"] {
+        sigterm_during_a_stream(workers).await;
+    }
+}
+
+async fn sigterm_during_a_stream(workers: &str) {
     let a = MockUpstream::start("A").await;
     a.set(sse_chat("t", 6, Duration::from_millis(150)));
     let dir = temp_dir("term");
     let port = free_port();
     let mut c = command(&dir);
     c.env("ROUTER_SERVICES", json!([svc(&a)]).to_string())
+        .env("TOKIO_WORKER_THREADS", workers)
         .env("ENABLE_AUTH", "false")
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
@@ -236,14 +253,14 @@ async fn sigterm_lets_an_in_flight_stream_finish_then_exits_zero() {
     }
     assert!(
         text.ends_with("data: [DONE]\n\n"),
-        "stream cut short by shutdown: {text}"
+        "{workers} worker(s): stream cut short by shutdown: {text}"
     );
-    assert_eq!(sse_data(&text).len(), 7);
+    assert_eq!(sse_data(&text).len(), 7, "{workers} worker(s)");
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(status.code(), Some(0), "{workers} worker(s)");
 }
 
 #[tokio::test(flavor = "multi_thread")]
