@@ -121,9 +121,12 @@ impl RedisBackend {
         let client = redis::Client::open(config.url.expose()).map_err(|e| {
             StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
         })?;
+        // No response timeout in the client: every call is bounded by `call` (or by
+        // the probe's own timeout), and a second timer per call would cost a
+        // timer-wheel entry and a wake-up of the I/O driver on each admission.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1).max(config.timeout)))
-            .set_response_timeout(Some(config.timeout))
+            .set_response_timeout(None)
             .set_max_delay(Duration::from_secs(1));
         let conn =
             ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| {
