@@ -7,9 +7,10 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::Request;
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 
-pub const HEADER: &str = "x-request-id";
+/// A `HeaderName`, not a `&str`: a string name is parsed again at every use.
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The id of the current request (a request extension).
 #[derive(Clone, Debug)]
@@ -44,7 +45,7 @@ fn acceptable(v: &HeaderValue) -> bool {
 /// and returns it for the response header and the request's span. Called by the
 /// outermost layer (`access::layer`).
 pub fn assign(request: &mut Request) -> HeaderValue {
-    let id = match request.headers().get(HEADER) {
+    let id = match request.headers().get(&HEADER) {
         Some(v) if acceptable(v) => v.clone(),
         _ => generate(),
     };

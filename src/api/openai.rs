@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, header};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::{Value, json};
 
 use super::extract::{LimitedBody, PeekedBody};
@@ -19,8 +19,10 @@ use crate::routing::{Endpoint, Routed, RoutedRequest, Service};
 use crate::stats::bump;
 use crate::upstream::{PassHeaders, Reply, sse};
 
-pub const SERVICE_HEADER: &str = "x-llm-router-service";
-pub const ATTEMPTS_HEADER: &str = "x-llm-router-attempts";
+/// `HeaderName`s, not `&str`s: a string name is parsed again at every insert.
+pub const SERVICE_HEADER: HeaderName = HeaderName::from_static("x-llm-router-service");
+pub const ATTEMPTS_HEADER: HeaderName = HeaderName::from_static("x-llm-router-attempts");
+const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// What the access layer logs and counts about a routed request (a response extension).
 #[derive(Clone, Debug)]
@@ -179,7 +181,7 @@ fn respond(
             pass_headers(headers, s.headers, "text/event-stream");
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             // Tells nginx (and ingresses built on it) not to buffer the stream.
-            headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            headers.insert(ACCEL_BUFFERING, HeaderValue::from_static("no"));
             r
         }
     };

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyDataStream, BodyExt, Collected, Full};
 use hyper::body::Incoming;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
@@ -260,7 +260,12 @@ impl UpstreamClient {
         let resp = self.http.request(req).await.map_err(|e| failed(&e))?;
         let status = resp.status();
         let headers = PassHeaders::from(resp.headers());
-        let retry_after = retry_after(resp.headers());
+        // Only a refusal's Retry-After means anything (`decide`).
+        let retry_after = if status.is_success() {
+            None
+        } else {
+            retry_after(resp.headers())
+        };
         let body = resp
             .into_body()
             .collect()
@@ -457,8 +462,10 @@ pub fn error_message(body: &[u8]) -> Option<String> {
 
 /// `retry-after-ms` (OpenAI), or `retry-after` in seconds or as an HTTP date.
 /// Capped at a day: a bogus header must not bench a service for ever.
+const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let parse = |name: &str| {
+    let parse = |name: &HeaderName| {
         headers
             .get(name)?
             .to_str()
@@ -468,13 +475,13 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .ok()
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
-    if let Some(ms) = parse("retry-after-ms") {
+    if let Some(ms) = parse(&RETRY_AFTER_MS) {
         return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0)));
     }
-    if let Some(secs) = parse("retry-after") {
+    if let Some(secs) = parse(&header::RETRY_AFTER) {
         return Some(Duration::from_secs_f64(secs.min(86_400.0)));
     }
-    let date = httpdate::parse_http_date(headers.get("retry-after")?.to_str().ok()?).ok()?;
+    let date = httpdate::parse_http_date(headers.get(header::RETRY_AFTER)?.to_str().ok()?).ok()?;
     let wait = date
         .duration_since(std::time::SystemTime::now())
         .unwrap_or_default();
