@@ -98,6 +98,8 @@ pub type Totals = [u64; 4];
 /// The Redis side of shared state.
 pub struct RedisBackend {
     config: RedisConfig,
+    /// For one-off connections (`reachable`), which report why they failed.
+    client: redis::Client,
     conn: ConnectionManager,
     admit: Script,
     peek: Script,
@@ -118,9 +120,22 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Connects lazily: a Redis that is down at start-up does not stop the router.
     pub fn new(config: RedisConfig, metrics: Arc<Metrics>) -> Result<Self, StartupError> {
-        let client = redis::Client::open(config.url.expose()).map_err(|e| {
-            StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
-        })?;
+        let client = match &config.ca {
+            // The bundle replaces the public web roots for this connection only.
+            Some(ca) => redis::Client::build_with_tls(
+                config.url.expose(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.pem.clone()),
+                },
+            )
+            .map_err(|e| {
+                StartupError::Client(format!("REDIS_CA_FILE ({}): {e}", ca.path.display()))
+            })?,
+            None => redis::Client::open(config.url.expose()).map_err(|e| {
+                StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
+            })?,
+        };
         // No response timeout in the client: every call is bounded by `call` (or by
         // the probe's own timeout), and a second timer per call would cost a
         // timer-wheel entry and a wake-up of the I/O driver on each admission.
@@ -128,8 +143,8 @@ impl RedisBackend {
             .set_connection_timeout(Some(Duration::from_secs(1).max(config.timeout)))
             .set_response_timeout(None)
             .set_max_delay(Duration::from_secs(1));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|e| {
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
+            .map_err(|e| {
                 StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
             })?;
         // Random per process (std's randomly keyed hasher), plus a counter so that
@@ -144,6 +159,7 @@ impl RedisBackend {
         metrics.state_backend_up.set(1);
         Ok(Self {
             config,
+            client,
             conn,
             admit: Script::new(ADMIT),
             peek: Script::new(PEEK),
@@ -232,7 +248,7 @@ impl RedisBackend {
             self.metrics.state_backend_up.set(0);
             tracing::warn!(
                 redis = %self.config.display_url(),
-                reason = why,
+                reason = %self.config.scrub(why),
                 mode = self.config.failure_mode.as_str(),
                 "Redis unreachable: shared limits are decided by REDIS_FAILURE_MODE until it answers again"
             );
@@ -401,11 +417,16 @@ impl RedisBackend {
 
     /// Whether Redis answers a PING within `wait` (for `llm-router check`).
     pub async fn reachable(&self, wait: Duration) -> Result<(), String> {
-        let mut conn = self.conn.clone();
-        let ping = redis::cmd("PING");
-        match tokio::time::timeout(wait, ping.query_async::<String>(&mut conn)).await {
+        // A connection of its own, not the managed one: that one retries a failed
+        // connect in the background, so a refused password or certificate would
+        // only show as a timeout here.
+        let ping = async {
+            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        };
+        match tokio::time::timeout(wait, ping).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(self.config.scrub(&e.to_string())),
             Err(_) => Err(format!("no answer within {} ms", wait.as_millis())),
         }
     }

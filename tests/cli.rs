@@ -567,3 +567,37 @@ async fn check_reports_an_unreachable_redis_as_a_warning_with_the_password_maske
     );
     assert!(!out.contains("topsecretpw"), "{out}");
 }
+
+/// `check` says why Redis refused: a wrong password or an untrusted certificate
+/// is named, not reported as a timeout; the password never appears.
+#[tokio::test]
+async fn check_names_why_redis_refused_the_connection() {
+    let dir = temp_dir("redisrefused");
+    let services =
+        json!([{"name": "a", "backend_type": "custom", "base_url": "http://127.0.0.1:9/v1"}])
+            .to_string();
+    let locked = support::redis::RedisServer::with_password("the-right-one");
+    let (tls, _ca) = support::redis::RedisServer::with_private_ca(&dir.join("tls"));
+    let cases = [
+        (
+            format!("redis://:wrongpw-1234@127.0.0.1:{}/0", locked.port),
+            ["authentication failed", "AuthenticationFailed"],
+        ),
+        (tls.url(), ["certificate", "UnknownIssuer"]),
+    ];
+    for (url, needles) in cases {
+        let mut c = command(&dir);
+        c.arg("check")
+            .env("ROUTER_SERVICES", &services)
+            .env("REDIS_URL", &url);
+        let (code, out) = output(c).await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("is unreachable"), "{out}");
+        assert!(
+            needles.iter().any(|n| out.contains(n)),
+            "the reason is missing ({needles:?}): {out}"
+        );
+        assert!(!out.contains("no answer within"), "{out}");
+        assert!(!out.contains("wrongpw-1234"), "{out}");
+    }
+}

@@ -456,6 +456,7 @@ mod invariant {
             key_prefix: format!("prop-{}", fastrand::u64(..)),
             timeout: Duration::from_secs(2),
             failure_mode: FailureMode::Closed,
+            ca: None,
         };
         let backend = Arc::new(RedisBackend::new(cfg, Arc::new(Metrics::new())).unwrap());
         let key = backend.window_key("svc");
@@ -505,4 +506,49 @@ mod invariant {
             }
         }
     }
+}
+
+/// `rediss://` to a server whose certificate comes from a private CA: trusted
+/// through `REDIS_CA_FILE`, refused (degraded, requests still served) without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rediss_with_a_private_ca_is_verified_against_redis_ca_file() {
+    let dir = std::env::temp_dir().join(format!("llm-router-redis-tls-{}", std::process::id()));
+    let (redis, ca) = RedisServer::with_private_ca(&dir);
+    let a = MockUpstream::start("A").await;
+    let limited = vec![svc_with(&a, json!({"rate_limit_requests": 3}))];
+    let ca = ca.to_str().unwrap().to_owned();
+    let trusted = replicas(2, limited.clone(), &redis, &[("REDIS_CA_FILE", &ca)]).await;
+    assert!(redis.url().starts_with("rediss://"));
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(chat(&trusted[i % 2]).await.status().as_u16());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        3,
+        "the two replicas share one window of 3 over TLS: {statuses:?}"
+    );
+    assert_eq!(a.post_count(), 3);
+    for r in &trusted {
+        assert_eq!(
+            r.get_json("/router/health").await["state_backend"]["status"],
+            "ok"
+        );
+    }
+    // The same server without the CA: its certificate is not trusted, so Redis
+    // counts as unreachable and the failure mode decides; requests are served.
+    let b = MockUpstream::start("B").await;
+    let untrusted = replicas(
+        1,
+        vec![svc_with(&b, json!({"rate_limit_requests": 3}))],
+        &redis,
+        &[],
+    )
+    .await;
+    for _ in 0..4 {
+        chat(&untrusted[0]).await;
+    }
+    assert_eq!(b.post_count(), 3, "local mode keeps the limit");
+    let health = untrusted[0].get_json("/router/health").await;
+    assert_eq!(health["state_backend"]["status"], "degraded", "{health}");
 }

@@ -1,6 +1,7 @@
 //! Shared state for several replicas (SPEC 8): `REDIS_URL` and friends, and
 //! the `[state]` table.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,12 +39,33 @@ pub struct RedisConfig {
     pub key_prefix: String,
     pub timeout: Duration,
     pub failure_mode: FailureMode,
+    /// `REDIS_CA_FILE`: the PEM certificates a `rediss://` server must chain to,
+    /// read at start-up, in place of the public web roots.
+    pub ca: Option<CaFile>,
+}
+
+/// A CA bundle read from a file, with the path it came from (for messages).
+#[derive(Debug, Clone)]
+pub struct CaFile {
+    pub path: PathBuf,
+    pub pem: Vec<u8>,
 }
 
 impl RedisConfig {
     /// The URL with any password replaced by `****`.
     pub fn display_url(&self) -> String {
         mask_url(self.url.expose())
+    }
+
+    /// `text` with the URL's password, should a message ever quote it, as `****`.
+    pub fn scrub(&self, text: &str) -> String {
+        match Url::parse(self.url.expose()) {
+            Ok(u) => match u.password() {
+                Some(pw) if !pw.is_empty() => text.replace(pw, "****"),
+                _ => text.to_owned(),
+            },
+            Err(_) => text.to_owned(),
+        }
     }
 }
 
@@ -68,6 +90,7 @@ pub struct FileState {
     pub key_prefix: Option<String>,
     pub timeout_ms: Option<u64>,
     pub failure_mode: Option<String>,
+    pub ca_file: Option<String>,
 }
 
 pub(super) fn load(
@@ -130,12 +153,53 @@ pub(super) fn load(
             ));
             FailureMode::Local
         });
+    let ca = env
+        .get("REDIS_CA_FILE")
+        .map(str::to_owned)
+        .or_else(|| file.and_then(|f| f.ca_file.clone()))
+        .filter(|path| !path.trim().is_empty())
+        .and_then(
+            |path| match read_ca_file(&url, PathBuf::from(path.trim())) {
+                Ok(ca) => Some(ca),
+                Err(e) => {
+                    errors.push(format!("REDIS_CA_FILE: {e}"));
+                    None
+                }
+            },
+        );
     Some(RedisConfig {
         url: Secret::new(url),
         key_prefix,
         timeout: Duration::from_millis(timeout_ms),
         failure_mode,
+        ca,
     })
+}
+
+/// Reads a CA bundle for a `rediss://` URL. A CA for a plain `redis://` URL is an
+/// error rather than ignored: the operator meant the connection to be verified.
+fn read_ca_file(url: &str, path: PathBuf) -> Result<CaFile, String> {
+    if !url
+        .trim_start()
+        .to_ascii_lowercase()
+        .starts_with("rediss://")
+    {
+        return Err(format!(
+            "{} is given, but REDIS_URL is not a rediss:// (TLS) URL",
+            path.display()
+        ));
+    }
+    let pem = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !pem
+        .windows(b"-----BEGIN CERTIFICATE-----".len())
+        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
+    {
+        return Err(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(CaFile { path, pem })
 }
 
 #[cfg(test)]
@@ -188,5 +252,48 @@ mod tests {
             assert!(all.contains(needle), "{needle}: {all}");
         }
         assert!(!all.contains("secretpw"), "{all}");
+    }
+
+    #[test]
+    fn a_ca_file_must_be_readable_hold_a_certificate_and_go_with_rediss() {
+        let dir = std::env::temp_dir().join(format!("llm-router-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("ca.pem");
+        std::fs::write(
+            &good,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let good = good.to_str().unwrap();
+        let cases = [
+            ("rediss://h:1/0", good, None),
+            ("redis://h:1/0", good, Some("not a rediss://")),
+            (
+                "rediss://h:1/0",
+                junk.to_str().unwrap(),
+                Some("no PEM certificate"),
+            ),
+            ("rediss://h:1/0", "/nonexistent/ca.pem", Some("cannot read")),
+        ];
+        for (url, path, want) in cases {
+            let mut errors = Vec::new();
+            let env = EnvMap::from_pairs([("REDIS_URL", url), ("REDIS_CA_FILE", path)]);
+            let cfg = load(&env, None, &mut errors).unwrap();
+            match want {
+                None => {
+                    assert!(errors.is_empty(), "{errors:?}");
+                    assert!(cfg.ca.unwrap().pem.starts_with(b"-----BEGIN"));
+                }
+                Some(needle) => {
+                    let all = errors.join("\n");
+                    assert!(
+                        all.contains("REDIS_CA_FILE") && all.contains(needle),
+                        "{all}"
+                    );
+                }
+            }
+        }
     }
 }
