@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use redis::Script;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{IntoConnectionInfo, Script};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -120,10 +120,13 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Connects lazily: a Redis that is down at start-up does not stop the router.
     pub fn new(config: RedisConfig, metrics: Arc<Metrics>) -> Result<Self, StartupError> {
+        let info = config.url.expose().into_connection_info().map_err(|e| {
+            StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
+        })?;
         let client = match &config.ca {
             // The bundle replaces the public web roots for this connection only.
             Some(ca) => redis::Client::build_with_tls(
-                config.url.expose(),
+                info,
                 redis::TlsCertificates {
                     client_tls: None,
                     root_cert: Some(ca.pem.clone()),
@@ -132,7 +135,7 @@ impl RedisBackend {
             .map_err(|e| {
                 StartupError::Client(format!("REDIS_CA_FILE ({}): {e}", ca.path.display()))
             })?,
-            None => redis::Client::open(config.url.expose()).map_err(|e| {
+            None => redis::Client::open(info).map_err(|e| {
                 StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
             })?,
         };
@@ -348,13 +351,23 @@ impl RedisBackend {
         }
     }
 
+    /// Recovery: a first `PING` may take a reconnect (up to a second); the replica
+    /// leaves the degraded state only when a second one answers within
+    /// `REDIS_TIMEOUT_MS`, as requests' calls must, so that a Redis that answers
+    /// but too slowly does not flap between degraded and not.
     async fn probe(&self) {
         let mut conn = self.conn.clone();
         let ping = redis::cmd("PING");
+        let reconnect = ping.query_async::<String>(&mut conn);
+        let reconnect_wait = Duration::from_secs(1).max(self.config.timeout);
+        if !matches!(
+            tokio::time::timeout(reconnect_wait, reconnect).await,
+            Ok(Ok(_))
+        ) {
+            return;
+        }
         let answer = ping.query_async::<String>(&mut conn);
-        if let Ok(Ok(_)) =
-            tokio::time::timeout(Duration::from_secs(1).max(self.config.timeout), answer).await
-        {
+        if let Ok(Ok(_)) = tokio::time::timeout(self.config.timeout, answer).await {
             self.consecutive_failures.store(0, Relaxed);
             self.degraded.store(false, Relaxed);
             self.metrics.state_backend_up.set(1);
@@ -420,8 +433,15 @@ impl RedisBackend {
         // A connection of its own, not the managed one: that one retries a failed
         // connect in the background, so a refused password or certificate would
         // only show as a timeout here.
+        // The client's own connect and reply timeouts (1 s, 500 ms) off: `wait` is the bound.
+        let unbounded = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
         let ping = async {
-            let mut conn = self.client.get_multiplexed_async_connection().await?;
+            let mut conn = self
+                .client
+                .get_multiplexed_async_connection_with_config(&unbounded)
+                .await?;
             redis::cmd("PING").query_async::<String>(&mut conn).await
         };
         match tokio::time::timeout(wait, ping).await {

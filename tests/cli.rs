@@ -234,9 +234,10 @@ async fn sigterm_during_a_stream(workers: &str) {
         .env("ENABLE_AUTH", "false")
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
+    let mut logs = BufReader::new(child.stdout.take().unwrap()).lines();
     wait_healthy(port).await;
     let client = http_client();
     let r = client
@@ -261,6 +262,22 @@ async fn sigterm_during_a_stream(workers: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0), "{workers} worker(s)");
+    let mut listening = String::new();
+    while let Ok(Some(line)) = logs.next_line().await {
+        if line.contains("llm-router listening") {
+            listening = line;
+        }
+    }
+    let scheduler = if workers == "1" {
+        "current-thread"
+    } else {
+        "multi-thread"
+    };
+    assert!(
+        listening.contains(&format!("workers={workers}"))
+            && listening.contains(&format!("scheduler=\"{scheduler}\"")),
+        "the start-up line names the scheduler: {listening:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -569,7 +586,8 @@ async fn check_reports_an_unreachable_redis_as_a_warning_with_the_password_maske
 }
 
 /// `check` says why Redis refused: a wrong password or an untrusted certificate
-/// is named, not reported as a timeout; the password never appears.
+/// is named, not reported as a timeout, and a Redis that accepts the connection
+/// but never answers is a timeout of the whole 2 s; the password never appears.
 #[tokio::test]
 async fn check_names_why_redis_refused_the_connection() {
     let dir = temp_dir("redisrefused");
@@ -577,13 +595,16 @@ async fn check_names_why_redis_refused_the_connection() {
         json!([{"name": "a", "backend_type": "custom", "base_url": "http://127.0.0.1:9/v1"}])
             .to_string();
     let locked = support::redis::RedisServer::with_password("the-right-one");
-    let (tls, _ca) = support::redis::RedisServer::with_private_ca(&dir.join("tls"));
-    let cases = [
+    let (tls, ca) = support::redis::RedisServer::with_private_ca(&dir.join("tls"));
+    let hung = support::redis::RedisServer::start();
+    hung.pause();
+    let cases: [(String, &[&str]); 3] = [
         (
             format!("redis://:wrongpw-1234@127.0.0.1:{}/0", locked.port),
-            ["authentication failed", "AuthenticationFailed"],
+            &["authentication failed", "AuthenticationFailed"],
         ),
-        (tls.url(), ["certificate", "UnknownIssuer"]),
+        (tls.url(), &["certificate", "UnknownIssuer"]),
+        (hung.url(), &["no answer within 2000 ms"]),
     ];
     for (url, needles) in cases {
         let mut c = command(&dir);
@@ -597,7 +618,16 @@ async fn check_names_why_redis_refused_the_connection() {
             needles.iter().any(|n| out.contains(n)),
             "the reason is missing ({needles:?}): {out}"
         );
-        assert!(!out.contains("no answer within"), "{out}");
         assert!(!out.contains("wrongpw-1234"), "{out}");
     }
+    // The TLS server again, with its CA: reachable.
+    let mut c = command(&dir);
+    c.arg("check")
+        .env("ROUTER_SERVICES", &services)
+        .env("REDIS_URL", tls.url())
+        .env("REDIS_CA_FILE", &ca);
+    let (code, out) = output(c).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("is reachable"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

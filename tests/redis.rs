@@ -517,7 +517,14 @@ async fn rediss_with_a_private_ca_is_verified_against_redis_ca_file() {
     let a = MockUpstream::start("A").await;
     let limited = vec![svc_with(&a, json!({"rate_limit_requests": 3}))];
     let ca = ca.to_str().unwrap().to_owned();
-    let trusted = replicas(2, limited.clone(), &redis, &[("REDIS_CA_FILE", &ca)]).await;
+    // A generous timeout: the first calls pay for a TLS handshake on a busy machine.
+    let trusted = replicas(
+        2,
+        limited.clone(),
+        &redis,
+        &[("REDIS_CA_FILE", &ca), ("REDIS_TIMEOUT_MS", "2000")],
+    )
+    .await;
     assert!(redis.url().starts_with("rediss://"));
     let mut statuses = Vec::new();
     for i in 0..8 {
@@ -551,4 +558,5 @@ async fn rediss_with_a_private_ca_is_verified_against_redis_ca_file() {
     assert_eq!(b.post_count(), 3, "local mode keeps the limit");
     let health = untrusted[0].get_json("/router/health").await;
     assert_eq!(health["state_backend"]["status"], "degraded", "{health}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -349,16 +349,19 @@ pub fn rust_log(env: &dyn Env) -> Option<&str> {
     env.get("RUST_LOG")
 }
 
+/// More threads than this is a typo, not a machine: tokio would fail to spawn them.
+const MAX_WORKER_THREADS: usize = 1024;
+
 /// The number of runtime worker threads: `TOKIO_WORKER_THREADS` (tokio's own
 /// variable, read here so that a bad value is an error rather than tokio's panic),
 /// else the CPUs this process may run on (its affinity mask and cgroup CPU quota).
 /// Read before the runtime starts, so before the rest of the configuration.
 pub fn worker_threads(env: &dyn Env) -> Result<usize, ConfigError> {
     match env.get("TOKIO_WORKER_THREADS") {
-        Some(raw) => match raw.trim().parse::<std::num::NonZeroUsize>() {
-            Ok(n) => Ok(n.get()),
-            Err(_) => Err(ConfigError(vec![format!(
-                "TOKIO_WORKER_THREADS: must be a whole number of threads, 1 or more (got {raw:?})"
+        Some(raw) => match raw.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_WORKER_THREADS).contains(&n) => Ok(n),
+            _ => Err(ConfigError(vec![format!(
+                "TOKIO_WORKER_THREADS: must be a whole number of threads from 1 to {MAX_WORKER_THREADS} (got {raw:?})"
             )])),
         },
         None => Ok(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use url::Url;
 
@@ -57,15 +59,23 @@ impl RedisConfig {
         mask_url(self.url.expose())
     }
 
-    /// `text` with the URL's password, should a message ever quote it, as `****`.
+    /// `text` with the URL's password, should a message ever quote it, as `****`
+    /// (as written in the URL, percent-encoded or not). Passwords under 4
+    /// characters are left alone: replacing them would garble the message.
     pub fn scrub(&self, text: &str) -> String {
-        match Url::parse(self.url.expose()) {
-            Ok(u) => match u.password() {
-                Some(pw) if !pw.is_empty() => text.replace(pw, "****"),
-                _ => text.to_owned(),
-            },
-            Err(_) => text.to_owned(),
-        }
+        let Some(encoded) = Url::parse(self.url.expose())
+            .ok()
+            .and_then(|u| u.password().map(str::to_owned))
+        else {
+            return text.to_owned();
+        };
+        let decoded = percent_encoding::percent_decode_str(&encoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        [encoded, decoded]
+            .iter()
+            .filter(|pw| pw.chars().count() >= 4)
+            .fold(text.to_owned(), |t, pw| t.replace(pw.as_str(), "****"))
     }
 }
 
@@ -190,16 +200,14 @@ fn read_ca_file(url: &str, path: PathBuf) -> Result<CaFile, String> {
         ));
     }
     let pem = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if !pem
-        .windows(b"-----BEGIN CERTIFICATE-----".len())
-        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-    {
-        return Err(format!(
+    match CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>() {
+        Ok(certs) if !certs.is_empty() => Ok(CaFile { path, pem }),
+        Ok(_) => Err(format!(
             "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
             path.display()
-        ));
+        )),
+        Err(e) => Err(format!("{}: not a valid PEM file: {e}", path.display())),
     }
-    Ok(CaFile { path, pem })
 }
 
 #[cfg(test)]
@@ -218,6 +226,19 @@ mod tests {
             "rediss://app:****@redis.internal/1"
         );
         assert_eq!(mask_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn scrub_hides_the_password_encoded_or_not_but_not_a_tiny_one() {
+        let env = EnvMap::from_pairs([("REDIS_URL", "redis://:p%40ss-word@h:1/0")]);
+        let cfg = load(&env, None, &mut Vec::new()).unwrap();
+        assert_eq!(
+            cfg.scrub("auth p@ss-word / p%40ss-word failed"),
+            "auth **** / **** failed"
+        );
+        let env = EnvMap::from_pairs([("REDIS_URL", "redis://:ab@h:1/0")]);
+        let cfg = load(&env, None, &mut Vec::new()).unwrap();
+        assert_eq!(cfg.scrub("a cab"), "a cab");
     }
 
     #[test]
@@ -266,6 +287,12 @@ mod tests {
         .unwrap();
         let junk = dir.join("junk.pem");
         std::fs::write(&junk, "not a certificate").unwrap();
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let good = good.to_str().unwrap();
         let cases = [
             ("rediss://h:1/0", good, None),
@@ -274,6 +301,11 @@ mod tests {
                 "rediss://h:1/0",
                 junk.to_str().unwrap(),
                 Some("no PEM certificate"),
+            ),
+            (
+                "rediss://h:1/0",
+                broken.to_str().unwrap(),
+                Some("not a valid PEM file"),
             ),
             ("rediss://h:1/0", "/nonexistent/ca.pem", Some("cannot read")),
         ];
@@ -295,5 +327,6 @@ mod tests {
                 }
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
