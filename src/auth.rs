@@ -250,6 +250,17 @@ impl Auth {
         Ok(count)
     }
 
+    /// [`Auth::reload`] on tokio's blocking pool: it reads files (`.env`, the keys
+    /// file, the config file, a Redis CA), and with one worker thread a slow read
+    /// (a network file system) would stall every request meanwhile. The caller's
+    /// span goes along, so its log line keeps the request id.
+    pub async fn reload_off_runtime(self: &Arc<Self>) -> Result<usize, Error> {
+        let (auth, span) = (Arc::clone(self), tracing::Span::current());
+        tokio::task::spawn_blocking(move || span.in_scope(|| auth.reload()))
+            .await
+            .map_err(|e| Error::Internal(format!("the key reload did not finish: {e}")))?
+    }
+
     pub fn reset_metrics(&self) {
         let set = self.set.load();
         for k in set.keys.iter().chain(set.admin.as_ref()) {

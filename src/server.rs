@@ -147,7 +147,7 @@ impl App {
                     return;
                 };
                 while hangups.recv().await.is_some() {
-                    if let Err(e) = reloader.auth.reload() {
+                    if let Err(e) = reloader.auth.reload_off_runtime().await {
                         tracing::warn!(error = %e, "SIGHUP key reload refused");
                     }
                 }

@@ -519,6 +519,14 @@ async fn json_logs_carry_the_request_id_on_every_line_of_the_request() {
         .unwrap();
     assert_eq!(r.headers()["x-request-id"], "trace-me-42");
     assert_eq!(b.last_post().headers["x-request-id"], "trace-me-42");
+    // A key reload runs on the blocking pool; its log line keeps the request id.
+    let r = http_client()
+        .post(format!("http://127.0.0.1:{port}/auth/reload-keys"))
+        .header("x-request-id", "reload-me-7")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     sigterm(&child);
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -559,6 +567,13 @@ async fn json_logs_carry_the_request_id_on_every_line_of_the_request() {
     assert_eq!(access["model"], "test-model");
     assert_eq!(access["path"], "/v1/chat/completions");
     assert!(access["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "client keys reloaded"
+                && l["span"]["request_id"] == "reload-me-7"),
+        "the reload's line lost its request id: {logs}"
+    );
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Json<Value> {
         (status = 403, description = "Not the admin key", body = schema::ErrorResponse),
         (status = 409, description = "Refused (no key would be left, or the configuration no longer loads); the old keys stay", body = schema::ErrorResponse)))]
 pub async fn reload_keys(State(state): State<Arc<AppState>>) -> Result<Json<Value>, Error> {
-    let count = state.auth.reload()?;
+    let count = state.auth.reload_off_runtime().await?;
     Ok(Json(
         json!({ "status": "ok", "message": "Client keys reloaded", "valid_keys_count": count }),
     ))
