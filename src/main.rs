@@ -25,7 +25,7 @@ fn main() -> ExitCode {
             Ok((build_runtime(workers)?, env, workers))
         });
     let (runtime, env, workers) = match runtime {
-        Ok(pair) => pair,
+        Ok(started) => started,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;

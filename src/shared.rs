@@ -120,9 +120,14 @@ pub struct RedisBackend {
 impl RedisBackend {
     /// Connects lazily: a Redis that is down at start-up does not stop the router.
     pub fn new(config: RedisConfig, metrics: Arc<Metrics>) -> Result<Self, StartupError> {
-        let info = config.url.expose().into_connection_info().map_err(|e| {
+        let url_error = |e: redis::RedisError| {
             StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
-        })?;
+        };
+        let info = config
+            .url
+            .expose()
+            .into_connection_info()
+            .map_err(url_error)?;
         let client = match &config.ca {
             // The bundle replaces the public web roots for this connection only.
             Some(ca) => redis::Client::build_with_tls(
@@ -135,9 +140,7 @@ impl RedisBackend {
             .map_err(|e| {
                 StartupError::Client(format!("REDIS_CA_FILE ({}): {e}", ca.path.display()))
             })?,
-            None => redis::Client::open(info).map_err(|e| {
-                StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
-            })?,
+            None => redis::Client::open(info).map_err(url_error)?,
         };
         // No response timeout in the client: every call is bounded by `call` (or by
         // the probe's own timeout), and a second timer per call would cost a
@@ -147,9 +150,7 @@ impl RedisBackend {
             .set_response_timeout(None)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config)
-            .map_err(|e| {
-                StartupError::Client(format!("REDIS_URL ({}): {e}", config.display_url()))
-            })?;
+            .map_err(url_error)?;
         // Random per process (std's randomly keyed hasher), plus a counter so that
         // several routers in one process (tests) are distinct replicas too.
         static INSTANCES: AtomicU64 = AtomicU64::new(0);
@@ -432,8 +433,8 @@ impl RedisBackend {
     pub async fn reachable(&self, wait: Duration) -> Result<(), String> {
         // A connection of its own, not the managed one: that one retries a failed
         // connect in the background, so a refused password or certificate would
-        // only show as a timeout here.
-        // The client's own connect and reply timeouts (1 s, 500 ms) off: `wait` is the bound.
+        // only show as a timeout here. Without the client's own connect and reply
+        // timeouts (1 s, 500 ms): `wait` is the bound.
         let unbounded = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(None)
             .set_response_timeout(None);

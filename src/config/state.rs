@@ -113,13 +113,18 @@ pub(super) fn load(
         .map(str::to_owned)
         .or_else(|| file.and_then(|f| f.redis_url.clone()))?;
     let url = url.trim().to_owned();
-    match Url::parse(&url) {
-        Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {}
-        _ => errors.push(format!(
-            "REDIS_URL: `{}` is not a redis:// or rediss:// URL with a host",
-            mask_url(&url)
-        )),
-    }
+    let tls = match Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host().is_some() => {
+            u.scheme() == "rediss"
+        }
+        _ => {
+            errors.push(format!(
+                "REDIS_URL: `{}` is not a redis:// or rediss:// URL with a host",
+                mask_url(&url)
+            ));
+            false
+        }
+    };
     let key_prefix = env
         .get("REDIS_KEY_PREFIX")
         .map(str::to_owned)
@@ -168,15 +173,13 @@ pub(super) fn load(
         .map(str::to_owned)
         .or_else(|| file.and_then(|f| f.ca_file.clone()))
         .filter(|path| !path.trim().is_empty())
-        .and_then(
-            |path| match read_ca_file(&url, PathBuf::from(path.trim())) {
-                Ok(ca) => Some(ca),
-                Err(e) => {
-                    errors.push(format!("REDIS_CA_FILE: {e}"));
-                    None
-                }
-            },
-        );
+        .and_then(|path| match read_ca_file(tls, PathBuf::from(path.trim())) {
+            Ok(ca) => Some(ca),
+            Err(e) => {
+                errors.push(format!("REDIS_CA_FILE: {e}"));
+                None
+            }
+        });
     Some(RedisConfig {
         url: Secret::new(url),
         key_prefix,
@@ -188,12 +191,8 @@ pub(super) fn load(
 
 /// Reads a CA bundle for a `rediss://` URL. A CA for a plain `redis://` URL is an
 /// error rather than ignored: the operator meant the connection to be verified.
-fn read_ca_file(url: &str, path: PathBuf) -> Result<CaFile, String> {
-    if !url
-        .trim_start()
-        .to_ascii_lowercase()
-        .starts_with("rediss://")
-    {
+fn read_ca_file(tls: bool, path: PathBuf) -> Result<CaFile, String> {
+    if !tls {
         return Err(format!(
             "{} is given, but REDIS_URL is not a rediss:// (TLS) URL",
             path.display()
