@@ -19,7 +19,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{IntoConnectionInfo, Script};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{FailureMode, RateLimit, RedisConfig, Secret};
@@ -34,19 +34,31 @@ const REPLICA_TTL_MS: u64 = 5000;
 /// Background cadence: cool-down sync every tick, heartbeat every other.
 const TICK: Duration = Duration::from_millis(500);
 
+/// Check-and-admit for a batch of `ARGV[4]` admissions made on this replica in
+/// one turn of its scheduler: as many as the window has room for are admitted,
+/// in order, all at the server's `TIME`; the rest learn when the first slot
+/// frees. Returns {admitted, now, µs until a slot frees (0 if all admitted)}.
 const ADMIT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local asked = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
+local n = math.min(asked, limit - redis.call('ZCARD', KEYS[1]))
+if n > 0 then
+  local args = {}
+  for i = 1, n do
+    args[2 * i - 1] = now
+    args[2 * i] = ARGV[3] .. i
+  end
+  redis.call('ZADD', KEYS[1], unpack(args))
   redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
-  return {1, now}
 end
+if n == asked then return {n, now, 0} end
+if n < 0 then n = 0 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + window - now}
+return {n, now, tonumber(oldest[2]) + window - now}
 ";
 
 const PEEK: &str = r"
@@ -106,7 +118,8 @@ pub struct RedisBackend {
     cooldown: Script,
     heartbeat: Script,
     replica_id: String,
-    members: AtomicU64,
+    /// Numbers this replica's admission batches, for unique window members.
+    batches: AtomicU64,
     consecutive_failures: AtomicU32,
     degraded: AtomicBool,
     /// Live replicas last seen (1 until Redis was reached), for `local` mode.
@@ -170,7 +183,7 @@ impl RedisBackend {
             cooldown: Script::new(COOLDOWN),
             heartbeat: Script::new(HEARTBEAT),
             replica_id,
-            members: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             degraded: AtomicBool::new(false),
             live_replicas: AtomicU32::new(1),
@@ -259,33 +272,37 @@ impl RedisBackend {
         }
     }
 
-    /// One admission on the shared window, with the Redis server's time of an
-    /// admission (µs; tests check the invariant on it); `None` when Redis could
-    /// not decide.
-    pub async fn admit_shared(
+    /// Check-and-admit for `count` admissions on the shared window, in one
+    /// script; `None` when Redis could not decide.
+    async fn admit_batch(
         &self,
         key: &str,
         limit: u32,
         window: Duration,
-    ) -> Option<(Admission, u64)> {
+        count: usize,
+    ) -> Option<BatchDecision> {
         if self.is_degraded() {
             return None;
         }
-        let member = format!("{}-{}", self.replica_id, self.members.fetch_add(1, Relaxed));
+        // Unique members: this replica, this batch, then the script's 1..=n.
+        let members = format!(
+            "{}-{}:",
+            self.replica_id,
+            self.batches.fetch_add(1, Relaxed)
+        );
         let mut conn = self.conn.clone();
         let mut invocation = self.admit.key(key);
-        invocation.arg(limit).arg(micros(window)).arg(member);
-        let (admitted, value): (i64, i64) = self.call(invocation.invoke_async(&mut conn)).await?;
-        let value = u64::try_from(value).unwrap_or(0);
-        Some(if admitted == 1 {
-            (Admission::Admitted, value)
-        } else {
-            (
-                Admission::Full {
-                    retry_after: Duration::from_micros(value),
-                },
-                0,
-            )
+        invocation
+            .arg(limit)
+            .arg(micros(window))
+            .arg(members)
+            .arg(count);
+        let (admitted, at, retry_us): (i64, i64, i64) =
+            self.call(invocation.invoke_async(&mut conn)).await?;
+        Some(BatchDecision {
+            admitted: usize::try_from(admitted).unwrap_or(0),
+            at: u64::try_from(at).unwrap_or(0),
+            retry_after: Duration::from_micros(u64::try_from(retry_us).unwrap_or(0)),
         })
     }
 
@@ -457,21 +474,117 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 
+/// What one admission script decided for a batch.
+#[derive(Debug, Clone, Copy)]
+struct BatchDecision {
+    /// The first `admitted` callers of the batch are admitted...
+    admitted: usize,
+    /// ...at this Redis server time (µs)...
+    at: u64,
+    /// ...and the others may retry when the first slot frees.
+    retry_after: Duration,
+}
+
+/// A caller's answer: the decision and, when admitted, the server time (µs).
+type Decision = Option<(Admission, u64)>;
+
+/// Largest batch in one script call (`unpack` in Redis's Lua takes < 8000 values).
+const MAX_BATCH: usize = 1000;
+
 /// A service's limiter on the shared backend, with the in-memory window used
 /// while Redis cannot decide (`local` mode: ⌈N / R⌉ per replica).
 pub struct SharedWindow {
+    queue: Arc<AdmitQueue>,
+    local: SlidingWindow,
+}
+
+/// Admissions waiting for their batch. The first caller of a batch spawns its
+/// flush; that task runs after the tasks already runnable, so the admissions
+/// they make join the same script call. A lone request is not delayed, and
+/// under load one Redis round trip decides many requests.
+struct AdmitQueue {
     backend: Arc<RedisBackend>,
     key: String,
     limit: u32,
     window: Duration,
-    local: SlidingWindow,
+    waiting: std::sync::Mutex<Vec<oneshot::Sender<Decision>>>,
+}
+
+impl AdmitQueue {
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Vec<oneshot::Sender<Decision>>> {
+        // Pushes and takes cannot panic halfway: a poisoned queue is still whole.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn admit(self: &Arc<Self>) -> Decision {
+        if self.backend.is_degraded() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut waiting = self.waiting();
+            waiting.push(tx);
+            waiting.len() == 1
+        };
+        if first {
+            // Request-path work, not background work: the requests waiting on it
+            // are themselves drained by shutdown, and it ends within the timeout.
+            #[allow(clippy::disallowed_methods)]
+            tokio::spawn(Arc::clone(self).flush());
+        }
+        // A flush always answers or drops the sender (runtime shutting down).
+        rx.await.ok().flatten()
+    }
+
+    async fn flush(self: Arc<Self>) {
+        let mut batch = std::mem::take(&mut *self.waiting());
+        if batch.len() <= MAX_BATCH {
+            return self.decide(batch).await;
+        }
+        let mut chunks = Vec::new();
+        while batch.len() > MAX_BATCH {
+            let rest = batch.split_off(MAX_BATCH);
+            chunks.push(std::mem::replace(&mut batch, rest));
+        }
+        chunks.push(batch);
+        futures_util::future::join_all(chunks.into_iter().map(|chunk| self.decide(chunk))).await;
+    }
+
+    /// One script call for `batch`, in arrival order.
+    async fn decide(&self, batch: Vec<oneshot::Sender<Decision>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let decision = self
+            .backend
+            .admit_batch(&self.key, self.limit, self.window, batch.len())
+            .await;
+        for (i, tx) in batch.into_iter().enumerate() {
+            let answer = decision.map(|d| {
+                if i < d.admitted {
+                    (Admission::Admitted, d.at)
+                } else {
+                    (
+                        Admission::Full {
+                            retry_after: d.retry_after,
+                        },
+                        0,
+                    )
+                }
+            });
+            // The caller may have gone (client disconnected): nothing to tell.
+            let _ = tx.send(answer);
+        }
+    }
 }
 
 impl std::fmt::Debug for SharedWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedWindow")
-            .field("key", &self.key)
-            .field("limit", &self.limit)
+            .field("key", &self.queue.key)
+            .field("limit", &self.queue.limit)
             .finish()
     }
 }
@@ -482,29 +595,38 @@ impl SharedWindow {
     pub fn new(backend: Arc<RedisBackend>, key: String, limit: RateLimit) -> Self {
         let (limit, window) = (limit.requests.get(), limit.window);
         Self {
-            backend,
-            key,
-            limit,
-            window,
+            queue: Arc::new(AdmitQueue {
+                backend,
+                key,
+                limit,
+                window,
+                waiting: std::sync::Mutex::new(Vec::new()),
+            }),
             local: SlidingWindow::new(limit, window),
         }
     }
 
+    fn backend(&self) -> &RedisBackend {
+        &self.queue.backend
+    }
+
     fn local_limit(&self) -> u32 {
-        let replicas = self.backend.live_replicas.load(Relaxed).max(1);
-        self.limit.div_ceil(replicas)
+        let replicas = self.backend().live_replicas.load(Relaxed).max(1);
+        self.queue.limit.div_ceil(replicas)
+    }
+
+    /// The shared decision alone, with the Redis server's time of an admission
+    /// (µs; tests check the invariant on it); `None` when Redis could not decide.
+    pub async fn admit_shared(&self) -> Option<(Admission, u64)> {
+        self.queue.admit().await
     }
 
     pub async fn admit(&self, now: Instant) -> Admission {
-        if let Some((decision, _)) = self
-            .backend
-            .admit_shared(&self.key, self.limit, self.window)
-            .await
-        {
+        if let Some((decision, _)) = self.admit_shared().await {
             return decision;
         }
-        self.backend.metrics.state_fallbacks.inc();
-        match self.backend.config.failure_mode {
+        self.backend().metrics.state_fallbacks.inc();
+        match self.backend().config.failure_mode {
             FailureMode::Local => self.local.try_admit_within(now, self.local_limit()),
             FailureMode::Open => Admission::Admitted,
             FailureMode::Closed => Admission::Full {
@@ -514,18 +636,22 @@ impl SharedWindow {
     }
 
     pub async fn state(&self, now: Instant) -> WindowState {
-        match self.backend.peek_shared(&self.key, self.window).await {
+        match self
+            .backend()
+            .peek_shared(&self.queue.key, self.queue.window)
+            .await
+        {
             Some((current, reset_in)) => WindowState {
-                limit: self.limit,
-                window: self.window,
+                limit: self.queue.limit,
+                window: self.queue.window,
                 current,
                 reset_in,
             },
             None => {
                 let mut local = self.local.state(now);
-                local.limit = match self.backend.config.failure_mode {
+                local.limit = match self.backend().config.failure_mode {
                     FailureMode::Local => self.local_limit(),
-                    FailureMode::Open | FailureMode::Closed => self.limit,
+                    FailureMode::Open | FailureMode::Closed => self.queue.limit,
                 };
                 local
             }

@@ -443,11 +443,12 @@ async fn memory_mode_reports_one_replica_and_itself_as_the_cluster() {
 
 mod invariant {
     use super::*;
-    use llm_router::config::{FailureMode, RedisConfig, Secret};
+    use llm_router::config::{FailureMode, RateLimit, RedisConfig, Secret};
     use llm_router::metrics::Metrics;
     use llm_router::ratelimit::Admission;
-    use llm_router::shared::RedisBackend;
+    use llm_router::shared::{RedisBackend, SharedWindow};
     use proptest::prelude::*;
+    use std::num::NonZeroU32;
 
     /// Admission times (Redis server µs) of concurrent callers with random gaps.
     async fn run(redis_url: &str, limit: u32, window_ms: u64, gaps: Vec<Vec<u64>>) -> Vec<u64> {
@@ -459,19 +460,23 @@ mod invariant {
             ca: None,
         };
         let backend = Arc::new(RedisBackend::new(cfg, Arc::new(Metrics::new())).unwrap());
-        let key = backend.window_key("svc");
-        let window = Duration::from_millis(window_ms);
+        // The callers share one window, as a replica's requests do, so that
+        // callers arriving together are decided in one batch.
+        let shared = Arc::new(SharedWindow::new(
+            Arc::clone(&backend),
+            backend.window_key("svc"),
+            RateLimit {
+                requests: NonZeroU32::new(limit).unwrap(),
+                window: Duration::from_millis(window_ms),
+            },
+        ));
         let tasks = gaps.into_iter().map(|caller| {
-            let (backend, key) = (Arc::clone(&backend), key.clone());
+            let shared = Arc::clone(&shared);
             async move {
                 let mut admitted = Vec::new();
                 for gap in caller {
                     tokio::time::sleep(Duration::from_millis(gap)).await;
-                    match backend
-                        .admit_shared(&key, limit, window)
-                        .await
-                        .expect("redis answers")
-                    {
+                    match shared.admit_shared().await.expect("redis answers") {
                         (Admission::Admitted, at) => admitted.push(at),
                         (Admission::Full { .. }, _) => {}
                     }
@@ -482,6 +487,69 @@ mod invariant {
         let mut all: Vec<u64> = join_all(tasks).await.into_iter().flatten().collect();
         all.sort_unstable();
         all
+    }
+
+    /// Admissions made together on one replica are decided together, in one
+    /// script call, and still exactly: the first `limit` callers are admitted at
+    /// one server time, the rest are told when the first slot frees.
+    #[tokio::test(flavor = "current_thread")]
+    async fn admissions_made_together_share_one_script_call_and_stay_exact() {
+        let redis = RedisServer::start();
+        let cfg = RedisConfig {
+            url: Secret::new(redis.url()),
+            key_prefix: "batch".to_owned(),
+            timeout: Duration::from_secs(2),
+            failure_mode: FailureMode::Closed,
+            ca: None,
+        };
+        let backend = Arc::new(RedisBackend::new(cfg, Arc::new(Metrics::new())).unwrap());
+        let window = Duration::from_secs(10);
+        let shared = SharedWindow::new(
+            Arc::clone(&backend),
+            backend.window_key("svc"),
+            RateLimit {
+                requests: NonZeroU32::new(20).unwrap(),
+                window,
+            },
+        );
+        let before = redis.script_calls();
+        let decisions = join_all((0..60).map(|_| shared.admit_shared())).await;
+        // One batch; a first call may also meet NOSCRIPT and be sent again.
+        let calls = redis.script_calls() - before;
+        assert!(calls <= 2, "60 admissions took {calls} script calls");
+        let decisions: Vec<_> = decisions
+            .into_iter()
+            .map(|d| d.expect("redis answers"))
+            .collect();
+        let admitted: Vec<u64> = decisions
+            .iter()
+            .filter(|(a, _)| matches!(a, Admission::Admitted))
+            .map(|&(_, at)| at)
+            .collect();
+        assert_eq!(admitted.len(), 20);
+        assert!(admitted.iter().all(|&at| at == admitted[0] && at > 0));
+        // In arrival order: the first 20 callers were the admitted ones.
+        assert!(
+            decisions[..20]
+                .iter()
+                .all(|(a, _)| matches!(a, Admission::Admitted))
+        );
+        for (decision, _) in &decisions[20..] {
+            match decision {
+                Admission::Full { retry_after } => {
+                    assert!(
+                        *retry_after > window - Duration::from_secs(1) && *retry_after <= window,
+                        "{retry_after:?}"
+                    )
+                }
+                Admission::Admitted => panic!("admitted over the limit"),
+            }
+        }
+        // The window holds exactly the 20, as one more caller finds.
+        assert!(matches!(
+            shared.admit_shared().await,
+            Some((Admission::Full { .. }, _))
+        ));
     }
 
     proptest! {

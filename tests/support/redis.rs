@@ -164,21 +164,34 @@ impl RedisServer {
         self.signal("-CONT");
     }
 
-    /// Every key in the server (`redis-cli --scan`).
-    pub fn keys(&self) -> Vec<String> {
+    /// `redis-cli ARGS` against this server, its output.
+    pub fn cli(&self, args: &[&str]) -> String {
         let mut cmd = Command::new("redis-cli");
-        cmd.args(["-p", &self.port.to_string(), "--scan"]);
+        cmd.args(["-p", &self.port.to_string()]);
         if let Some(pw) = &self.password {
             cmd.args(["--no-auth-warning", "-a", pw]);
         }
         let out = cmd
+            .args(args)
             .output()
             .expect("redis-cli (installed with redis-server)");
-        assert!(out.status.success(), "redis-cli --scan failed");
-        String::from_utf8_lossy(&out.stdout)
+        assert!(out.status.success(), "redis-cli {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Every key in the server (`redis-cli --scan`).
+    pub fn keys(&self) -> Vec<String> {
+        self.cli(&["--scan"]).lines().map(str::to_owned).collect()
+    }
+
+    /// How many `EVALSHA` calls the server has run (`INFO commandstats`).
+    pub fn script_calls(&self) -> u64 {
+        let stats = self.cli(&["INFO", "commandstats"]);
+        stats
             .lines()
-            .map(str::to_owned)
-            .collect()
+            .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().expect("a number of calls"))
     }
 
     /// Kills the server (its data is gone: no persistence).
