@@ -74,6 +74,44 @@ async fn three_replicas_ninety_concurrent_requests_limit_twenty_admit_exactly_tw
     }
 }
 
+/// SPEC 8.2: requests to a service without a limit never call Redis. The
+/// limited service beside it shows that the count would see their calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_limited_services_call_redis_on_the_request_path() {
+    let redis = RedisServer::start();
+    let a = MockUpstream::start("A").await;
+    let b = MockUpstream::start("B").await;
+    let unlimited = replicas(1, vec![svc(&a)], &redis, &[]).await;
+    let limited = replicas(
+        1,
+        vec![svc_with(&b, json!({"rate_limit_requests": 1000}))],
+        &redis,
+        &[],
+    )
+    .await;
+    let mut calls = Vec::new();
+    for router in [&unlimited[0], &limited[0]] {
+        let (before, started) = (redis.script_calls(), Instant::now());
+        for _ in 0..50 {
+            assert_eq!(chat(router).await.status(), 200);
+        }
+        calls.push((redis.script_calls() - before, started.elapsed()));
+    }
+    // The only scripts besides admissions: each replica's heartbeat, once a second.
+    let (unlimited_calls, took) = calls[0];
+    let heartbeats = 2 * (took.as_secs() + 2);
+    assert!(
+        unlimited_calls <= heartbeats,
+        "50 requests to a service without a limit made {unlimited_calls} script calls in {took:?}"
+    );
+    assert!(
+        calls[1].0 >= 50,
+        "50 sequential requests to a limited service made {} script calls",
+        calls[1].0
+    );
+    assert_eq!((a.post_count(), b.post_count()), (50, 50));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_keys_own_limit_holds_across_replicas_and_redis_never_sees_the_key() {
     const KEY: &str = "sk-client-key-shared-0001";
