@@ -488,25 +488,34 @@ mod invariant {
     use proptest::prelude::*;
     use std::num::NonZeroU32;
 
-    /// Admission times (Redis server µs) of concurrent callers with random gaps.
-    async fn run(redis_url: &str, limit: u32, window_ms: u64, gaps: Vec<Vec<u64>>) -> Vec<u64> {
+    /// A service's shared window on `redis_url` (a fresh key prefix each time).
+    fn shared_window(redis_url: &str, limit: u32, window: Duration) -> SharedWindow {
         let cfg = RedisConfig {
             url: Secret::new(redis_url),
             key_prefix: format!("prop-{}", fastrand::u64(..)),
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(5),
             failure_mode: FailureMode::Closed,
             ca: None,
         };
         let backend = Arc::new(RedisBackend::new(cfg, Arc::new(Metrics::new())).unwrap());
-        // The callers share one window, as a replica's requests do, so that
-        // callers arriving together are decided in one batch.
-        let shared = Arc::new(SharedWindow::new(
+        SharedWindow::new(
             Arc::clone(&backend),
             backend.window_key("svc"),
             RateLimit {
                 requests: NonZeroU32::new(limit).unwrap(),
-                window: Duration::from_millis(window_ms),
+                window,
             },
+        )
+    }
+
+    /// Admission times (Redis server µs) of concurrent callers with random gaps.
+    async fn run(redis_url: &str, limit: u32, window_ms: u64, gaps: Vec<Vec<u64>>) -> Vec<u64> {
+        // The callers share one window, as a replica's requests do, so that
+        // callers arriving together are decided in one batch.
+        let shared = Arc::new(shared_window(
+            redis_url,
+            limit,
+            Duration::from_millis(window_ms),
         ));
         let tasks = gaps.into_iter().map(|caller| {
             let shared = Arc::clone(&shared);
@@ -533,23 +542,8 @@ mod invariant {
     #[tokio::test(flavor = "current_thread")]
     async fn admissions_made_together_share_one_script_call_and_stay_exact() {
         let redis = RedisServer::start();
-        let cfg = RedisConfig {
-            url: Secret::new(redis.url()),
-            key_prefix: "batch".to_owned(),
-            timeout: Duration::from_secs(2),
-            failure_mode: FailureMode::Closed,
-            ca: None,
-        };
-        let backend = Arc::new(RedisBackend::new(cfg, Arc::new(Metrics::new())).unwrap());
         let window = Duration::from_secs(10);
-        let shared = SharedWindow::new(
-            Arc::clone(&backend),
-            backend.window_key("svc"),
-            RateLimit {
-                requests: NonZeroU32::new(20).unwrap(),
-                window,
-            },
-        );
+        let shared = shared_window(&redis.url(), 20, window);
         let before = redis.script_calls();
         let decisions = join_all((0..60).map(|_| shared.admit_shared())).await;
         // One batch; a first call may also meet NOSCRIPT and be sent again.
@@ -588,6 +582,35 @@ mod invariant {
             shared.admit_shared().await,
             Some((Admission::Full { .. }, _))
         ));
+    }
+
+    /// More attempts at once than one script call takes (1,000) are split into
+    /// calls sent in arrival order: still exactly the limit, to the first callers.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_larger_than_one_script_call_is_split_and_stays_exact() {
+        let redis = RedisServer::start();
+        let shared = shared_window(&redis.url(), 1200, Duration::from_secs(30));
+        // Load the script first, so that the count below is of admission calls only.
+        assert!(matches!(
+            shared.admit_shared().await,
+            Some((Admission::Admitted, _))
+        ));
+        let before = redis.script_calls();
+        let decisions = join_all((0..2500).map(|_| shared.admit_shared())).await;
+        assert_eq!(
+            redis.script_calls() - before,
+            3,
+            "2,500 attempts: calls of 1,000, 1,000 and 500"
+        );
+        let admitted: Vec<bool> = decisions
+            .into_iter()
+            .map(|d| matches!(d.expect("redis answers"), (Admission::Admitted, _)))
+            .collect();
+        assert_eq!(admitted.iter().filter(|&&a| a).count(), 1199);
+        assert!(
+            admitted[..1199].iter().all(|&a| a),
+            "the first callers get the slots"
+        );
     }
 
     proptest! {
