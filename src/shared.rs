@@ -529,17 +529,24 @@ impl AdmitQueue {
             waiting.len() == 1
         };
         if first {
+            let unflushed = Unflushed(Some(Arc::clone(self)));
             // Request-path work, not background work: the requests waiting on it
             // are themselves drained by shutdown, and it ends within the timeout.
             #[allow(clippy::disallowed_methods)]
-            tokio::spawn(Arc::clone(self).flush());
+            tokio::spawn(async move {
+                if let Some(queue) = unflushed.defuse() {
+                    queue.flush().await;
+                }
+            });
         }
-        // A flush always answers or drops the sender (runtime shutting down).
+        // A flush answers, or drops the sender: then Redis did not decide.
         rx.await.ok().flatten()
     }
 
     async fn flush(self: Arc<Self>) {
         let mut batch = std::mem::take(&mut *self.waiting());
+        // Callers gone before the call (clients that disconnected) take no slot.
+        batch.retain(|tx| !tx.is_closed());
         if batch.len() <= MAX_BATCH {
             return self.decide(batch).await;
         }
@@ -576,6 +583,27 @@ impl AdmitQueue {
             });
             // The caller may have gone (client disconnected): nothing to tell.
             let _ = tx.send(answer);
+        }
+    }
+}
+
+/// A spawned flush that has not taken its queue yet. Dropped unrun (a runtime
+/// shutting down drops the tasks it never polled), it empties the queue: its
+/// callers learn that Redis did not decide, and the next one spawns a new flush
+/// instead of queueing behind a flush that will never come.
+struct Unflushed(Option<Arc<AdmitQueue>>);
+
+impl Unflushed {
+    fn defuse(mut self) -> Option<Arc<AdmitQueue>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Unflushed {
+    fn drop(&mut self) {
+        if let Some(queue) = self.0.take() {
+            let callers = std::mem::take(&mut *queue.waiting());
+            drop(callers); // outside the lock
         }
     }
 }

@@ -481,6 +481,7 @@ async fn memory_mode_reports_one_replica_and_itself_as_the_cluster() {
 
 mod invariant {
     use super::*;
+    use futures_util::FutureExt;
     use llm_router::config::{FailureMode, RateLimit, RedisConfig, Secret};
     use llm_router::metrics::Metrics;
     use llm_router::ratelimit::Admission;
@@ -610,6 +611,52 @@ mod invariant {
         assert!(
             admitted[..1199].iter().all(|&a| a),
             "the first callers get the slots"
+        );
+    }
+
+    /// A caller that goes away before its batch is sent (a client that
+    /// disconnected) takes no slot.
+    #[tokio::test(flavor = "current_thread")]
+    async fn callers_gone_before_the_call_take_no_slot() {
+        let redis = RedisServer::start();
+        let shared = shared_window(&redis.url(), 10, Duration::from_secs(30));
+        // Each is polled once (queued), then dropped before its flush runs.
+        for _ in 0..3 {
+            assert!(shared.admit_shared().now_or_never().is_none());
+        }
+        let live = join_all((0..2).map(|_| shared.admit_shared())).await;
+        assert!(
+            live.iter()
+                .all(|d| matches!(d, Some((Admission::Admitted, _))))
+        );
+        assert_eq!(shared.state(tokio::time::Instant::now()).await.current, 2);
+    }
+
+    /// A flush that never runs (its runtime was dropped first) must not leave
+    /// the window's queue stuck: the callers queued behind it learn that Redis
+    /// did not decide, and the next runtime's callers are decided again.
+    #[test]
+    fn a_flush_dropped_unrun_does_not_leave_the_queue_stuck() {
+        let redis = RedisServer::start();
+        let first = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let shared =
+            first.block_on(async { shared_window(&redis.url(), 10, Duration::from_secs(30)) });
+        // Queued, and its flush spawned; block_on returns before that task runs.
+        first.block_on(async { assert!(shared.admit_shared().now_or_never().is_none()) });
+        drop(first);
+        let second = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let decided = second.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), shared.admit_shared()).await
+        });
+        assert!(
+            matches!(decided, Ok(Some((Admission::Admitted, _)))),
+            "{decided:?}"
         );
     }
 
