@@ -94,7 +94,7 @@ def derive(cell: dict) -> dict:
         ns += state_ns
     cpu_s = ticks / tck if ticks is not None else None
     task_s = ns / 1e9 if ns is not None else None
-    row["state_cpu_s"] = state_ticks / tck if state_ticks is not None else None  # popped below
+    state_s = state_ticks / tck if state_ticks is not None else None
     if kind in ("wrk", "soak"):
         units = num(load.get("requests"))
         dur = num(load.get("duration_s"))
@@ -147,7 +147,6 @@ def derive(cell: dict) -> dict:
         task_s * 1e6 / units if task_s is not None and units else None
     )
     row["sut_cpu_pct"] = 100 * cpu_s / dur if cpu_s is not None and dur else None
-    state_s = row.pop("state_cpu_s")
     row["state_cpu_us_per_req"] = (
         state_s * 1e6 / units if state_s is not None and units else None
     )

@@ -20,12 +20,9 @@ fn main() -> ExitCode {
     let cwd = std::env::current_dir().unwrap_or_else(|_| ".".into());
     let runtime = EnvMap::from_process_and_dotenv(&cwd)
         .map_err(|e| StartupError::from(config::ConfigError(vec![e])))
-        .and_then(|env| {
-            let workers = config::worker_threads(&env)?;
-            Ok((build_runtime(workers)?, env, workers))
-        });
-    let (runtime, env, workers) = match runtime {
-        Ok(started) => started,
+        .and_then(|env| Ok((build_runtime(config::worker_threads(&env)?)?, env)));
+    let (runtime, env) = match runtime {
+        Ok(pair) => pair,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
@@ -34,7 +31,7 @@ fn main() -> ExitCode {
     // Everything runs as a task, not inside `block_on`'s own future: with several
     // workers the accept loop then shares the workers' I/O driver, and a new
     // connection is accepted and spawned without waking another thread.
-    let program = runtime.spawn(run(cli, env, workers));
+    let program = runtime.spawn(run(cli, env));
     match runtime.block_on(program) {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
@@ -67,14 +64,14 @@ fn build_runtime(workers: usize) -> Result<tokio::runtime::Runtime, StartupError
         .map_err(|e| StartupError::Runtime(e.to_string()))
 }
 
-async fn run(cli: Cli, env: EnvMap, workers: usize) -> Result<(), StartupError> {
+async fn run(cli: Cli, env: EnvMap) -> Result<(), StartupError> {
     let overrides = cli.global.overrides();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let config = config::load(&overrides, &env)?;
             config.require_services()?;
             init_logging(&config, &env);
-            serve(config, workers).await
+            serve(config).await
         }
         Command::Check => {
             let config = config::load(&overrides, &env)?;
@@ -93,7 +90,7 @@ fn init_logging(config: &Config, env: &EnvMap) {
     }
 }
 
-async fn serve(config: Config, workers: usize) -> Result<(), StartupError> {
+async fn serve(config: Config) -> Result<(), StartupError> {
     let addr = format!("{}:{}", config.host, config.port);
     let (host, port) = (config.host.clone(), config.port);
     // Discovery first: the listener opens once the first round is done (SPEC 4.2).
@@ -101,10 +98,12 @@ async fn serve(config: Config, workers: usize) -> Result<(), StartupError> {
     let listener = server::bind(&host, port).await?;
     let state = app.state();
     let names: Vec<&str> = state.dispatcher.services.iter().map(|s| s.name()).collect();
-    let scheduler = if workers == 1 {
-        "current-thread"
-    } else {
-        "multi-thread"
+    // As built by `build_runtime`, read back from the runtime itself.
+    let runtime = tokio::runtime::Handle::current();
+    let workers = runtime.metrics().num_workers();
+    let scheduler = match runtime.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::CurrentThread => "current-thread",
+        _ => "multi-thread",
     };
     tracing::info!(%addr, services = ?names, mode = state.config.mode(), workers, scheduler, "llm-router listening");
     server::run(listener, app, server::shutdown_signal()).await
