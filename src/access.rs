@@ -1,23 +1,33 @@
-//! The access layer, outermost: the request id and the request's span, then one
-//! log line and one set of metric updates per request, written after the response
-//! head from what the handlers left in the response extensions (service, model,
-//! attempts, error label).
+//! The access layer, outermost: the request id and the request's span, a guard
+//! that turns a panicking handler into a 500, then one log line and one set of
+//! metric updates per request, written after the response head from what the
+//! handlers left in the response extensions (service, model, attempts, error
+//! label).
 //!
-//! Request id and access log share one layer: each `from_fn` layer costs a boxed
-//! future and a service clone per request (docs/benchmarks.md, profile).
+//! It is a hand-written tower [`Layer`] with a future of its own, not an axum
+//! `from_fn` layer plus tower-http's `CatchPanicLayer`: those cost, per request,
+//! a clone of the inner service, a boxed future and two boxings of the response
+//! body (docs/benchmarks.md, profile).
 
+use std::any::Any;
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::extract::{MatchedPath, Request};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, Uri};
 use prometheus_client::metrics::gauge::Gauge;
-use tracing::Instrument;
+use tower::{Layer, Service};
+use tracing::Span;
 
 use crate::api::AppState;
 use crate::api::openai::RouteInfo;
-use crate::error::ErrorLabel;
+use crate::error::{Error, ErrorLabel};
 use crate::metrics::{Label, ReasonLabels, RequestLabels, RouteServiceLabels, status_class};
 use crate::request_id;
 
@@ -60,7 +70,8 @@ fn route_label(matched: Option<&MatchedPath>) -> &'static str {
         .unwrap_or("unmatched")
 }
 
-/// Decrements the in-flight gauge however the request ends (even by panic).
+/// Decrements the in-flight gauge however the request ends (even by panic, or
+/// by the client going away mid-request).
 struct InFlight(Gauge);
 
 impl Drop for InFlight {
@@ -69,75 +80,298 @@ impl Drop for InFlight {
     }
 }
 
-pub async fn layer(
-    State(state): State<Arc<AppState>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let id = request_id::assign(&mut request);
-    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
-    let mut response = access(&state, started, request, next)
-        .instrument(span)
-        .await;
-    response.headers_mut().insert(request_id::HEADER, id);
-    response
+/// Wraps every route (axum applies a `Router` layer per route and to the
+/// fallbacks, so the matched path is known here).
+#[derive(Clone)]
+pub struct AccessLayer {
+    state: Arc<AppState>,
 }
 
-async fn access(state: &AppState, started: Instant, request: Request, next: Next) -> Response {
-    let metrics = &state.dispatcher.metrics;
-    metrics.in_flight.inc();
-    let _in_flight = InFlight(metrics.in_flight.clone());
-    let method = request.method().clone();
-    // A cheap clone (shared bytes); only its path is logged: a query string may carry a key.
-    let uri = request.uri().clone();
-    let route = route_label(request.extensions().get::<MatchedPath>());
-
-    let response = next.run(request).await;
-
-    let elapsed = started.elapsed();
-    let status = response.status().as_u16();
-    let info = response.extensions().get::<RouteInfo>();
-    let service = info
-        .and_then(|i| i.service.clone())
-        .unwrap_or_else(|| NONE.clone());
-    let model = match info {
-        Some(i) => i.model.clone().unwrap_or_else(|| OTHER.clone()),
-        None => NONE.clone(),
-    };
-    let error = response.extensions().get::<ErrorLabel>().map(|e| e.0);
-    if let Some(reason) = error.filter(|e| ErrorLabel::is_auth(e)) {
-        metrics
-            .auth_failures
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+impl AccessLayer {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self { state }
     }
-    tracing::info!(
-        %method,
-        path = uri.path(),
-        status,
-        service = &*service,
-        model = &*model,
-        attempts = info.map_or(0, |i| i.attempts),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        error = error.unwrap_or("-"),
-        "request"
-    );
-    metrics
-        .request_duration
-        .get_or_create(&RouteServiceLabels {
-            route,
-            service: Arc::clone(&service),
-        })
-        .observe(elapsed.as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            service,
-            model,
-            status_class: status_class(status),
-        })
-        .inc();
-    response
+}
+
+impl<S> Layer<S> for AccessLayer {
+    type Service = Access<S>;
+
+    fn layer(&self, inner: S) -> Access<S> {
+        Access {
+            inner,
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Access<S> {
+    inner: S,
+    state: Arc<AppState>,
+}
+
+impl<S> Service<Request> for Access<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = AccessFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        let started = Instant::now();
+        let id = request_id::assign(&mut request);
+        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
+        let metrics = &self.state.dispatcher.metrics;
+        metrics.in_flight.inc();
+        let record = Record {
+            state: Arc::clone(&self.state),
+            started,
+            id,
+            _in_flight: InFlight(metrics.in_flight.clone()),
+            method: request.method().clone(),
+            // A cheap clone (shared bytes); only its path is logged: a query string may carry a key.
+            uri: request.uri().clone(),
+            route: route_label(request.extensions().get::<MatchedPath>()),
+        };
+        let inner = &mut self.inner;
+        let called = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| inner.call(request))));
+        let (inner, panicked) = match called {
+            Ok(future) => (Some(future), None),
+            Err(panic) => (None, Some(panic_response(panic))),
+        };
+        AccessFuture {
+            inner,
+            panicked,
+            span,
+            record: Some(record),
+        }
+    }
+}
+
+/// What the log line and the metrics need, taken when the request starts.
+struct Record {
+    state: Arc<AppState>,
+    started: Instant,
+    id: HeaderValue,
+    _in_flight: InFlight,
+    method: Method,
+    uri: Uri,
+    route: &'static str,
+}
+
+pin_project_lite::pin_project! {
+    /// Polls the handler inside the request's span, catching a panic, then
+    /// logs and counts the response.
+    pub struct AccessFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        panicked: Option<Response>,
+        span: Span,
+        record: Option<Record>,
+    }
+}
+
+impl<F> Future for AccessFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let _entered = this.span.enter();
+        let response = match this.inner.as_mut().as_pin_mut() {
+            Some(inner) => match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(Ok(response))) => response,
+                Err(panic) => {
+                    // A panicked future must not be polled again.
+                    this.inner.set(None);
+                    panic_response(panic)
+                }
+            },
+            None => this.panicked.take().unwrap_or_else(|| {
+                Error::Internal("polled after completion".to_owned()).into_response()
+            }),
+        };
+        Poll::Ready(Ok(match this.record.take() {
+            Some(record) => record.finish(response),
+            None => response,
+        }))
+    }
+}
+
+/// A panicking handler becomes a 500 with an OpenAI body; the process keeps
+/// serving, and the panic message goes to the log only.
+fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = detail, "request handler panicked");
+    Error::Internal(detail.to_owned()).into_response()
+}
+
+impl Record {
+    /// Logs and counts the response, and returns it with its request id.
+    fn finish(self, mut response: Response) -> Response {
+        let metrics = &self.state.dispatcher.metrics;
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let info = response.extensions().get::<RouteInfo>();
+        let service = info
+            .and_then(|i| i.service.clone())
+            .unwrap_or_else(|| NONE.clone());
+        let model = match info {
+            Some(i) => i.model.clone().unwrap_or_else(|| OTHER.clone()),
+            None => NONE.clone(),
+        };
+        let error = response.extensions().get::<ErrorLabel>().map(|e| e.0);
+        if let Some(reason) = error.filter(|e| ErrorLabel::is_auth(e)) {
+            metrics
+                .auth_failures
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+        tracing::info!(
+            method = %self.method,
+            path = self.uri.path(),
+            status,
+            service = &*service,
+            model = &*model,
+            attempts = info.map_or(0, |i| i.attempts),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            error = error.unwrap_or("-"),
+            "request"
+        );
+        let route = self.route;
+        metrics
+            .request_duration
+            .get_or_create(&RouteServiceLabels {
+                route,
+                service: Arc::clone(&service),
+            })
+            .observe(elapsed.as_secs_f64());
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route,
+                service,
+                model,
+                status_class: status_class(status),
+            })
+            .inc();
+        response.headers_mut().insert(request_id::HEADER, self.id);
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::config::{self, EnvMap, Overrides};
+
+    async fn state() -> Arc<AppState> {
+        let env = EnvMap::from_pairs([
+            (
+                "ROUTER_SERVICES",
+                r#"[{"name":"a","backend_type":"custom","base_url":"http://127.0.0.1:9/v1"}]"#,
+            ),
+            ("ENABLE_AUTH", "false"),
+        ]);
+        let config = config::load(&Overrides::default(), &env).unwrap();
+        let source: crate::auth::EnvSource = Arc::new(|| Ok(EnvMap::from_pairs::<&str, &str>([])));
+        let app = crate::App::build_with_env_source(config, source)
+            .await
+            .unwrap();
+        Arc::clone(app.state())
+    }
+
+    async fn boom() -> &'static str {
+        panic!("handler exploded with secret detail")
+    }
+
+    /// A service whose `call` itself panics, before any future exists.
+    #[derive(Clone)]
+    struct PanicsOnCall;
+
+    impl Service<Request> for PanicsOnCall {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            panic!("call exploded with secret detail")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_becomes_an_openai_500_with_its_request_id_and_the_service_keeps_serving() {
+        let state = state().await;
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&served);
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route_service("/boom-on-call", PanicsOnCall)
+            .route(
+                "/fine",
+                get(move || async move {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    "ok"
+                }),
+            )
+            .layer(AccessLayer::new(Arc::clone(&state)));
+        for path in ["/boom", "/boom-on-call"] {
+            let request = Request::get(path)
+                .header("x-request-id", "req-panic-1")
+                .body(Body::empty())
+                .unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            assert_eq!(
+                response.status(),
+                http::StatusCode::INTERNAL_SERVER_ERROR,
+                "{path}"
+            );
+            assert_eq!(
+                response.headers()[&request_id::HEADER],
+                "req-panic-1",
+                "{path}"
+            );
+            let body = axum::body::to_bytes(response.into_body(), 4096)
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["error"]["type"], "internal_error", "{path}");
+            assert!(
+                !String::from_utf8_lossy(&body).contains("secret detail"),
+                "{path}"
+            );
+        }
+        // Both panics were counted as finished requests.
+        assert_eq!(state.dispatcher.metrics.in_flight.get(), 0);
+        let again = app
+            .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(again.status(), http::StatusCode::OK);
+        assert!(again.headers().contains_key(&request_id::HEADER));
+        assert_eq!(served.load(Ordering::Relaxed), 1);
+    }
 }

@@ -357,23 +357,38 @@ pub async fn require_client_key(
     request: Request,
     next: Next,
 ) -> Response {
-    check_client_key(&auth, request, next, false).await
+    check_client_key(&auth, request, Check::Key, |request| next.run(request)).await
 }
 
-/// Routed endpoints: a valid key, then the key's own requests-per-window
-/// allowance, checked before any upstream is chosen. One layer, not two: each
-/// `from_fn` layer costs a boxed future and a service clone per request.
-pub async fn require_client_key_within_limit(
-    State(auth): State<Arc<Auth>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    check_client_key(&auth, request, next, true).await
+/// What [`check_client_key`] asks of a request beyond a valid key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// A valid key; its identity goes into the request extensions (`require_admin` reads it).
+    Key,
+    /// Routed endpoints: a valid key, then the key's own requests-per-window
+    /// allowance, checked before any upstream is chosen.
+    KeyWithinLimit,
 }
 
-async fn check_client_key(auth: &Auth, mut request: Request, next: Next, limit: bool) -> Response {
+/// Runs `then` if the request carries a valid key (and, for
+/// [`Check::KeyWithinLimit`], the key has room in its window), or answers 401 /
+/// 429 itself; counts the outcome per key.
+///
+/// The routed handlers call this themselves rather than through a `from_fn`
+/// route layer: each such layer costs a boxed future and a service clone per
+/// request (docs/benchmarks.md, profile).
+pub async fn check_client_key<F, Fut>(
+    auth: &Auth,
+    mut request: Request,
+    check: Check,
+    then: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     if !auth.enforced() {
-        return next.run(request).await;
+        return then(request).await;
     }
     let identity = match auth.identify(request.headers()) {
         Ok(identity) => identity,
@@ -385,15 +400,17 @@ async fn check_client_key(auth: &Auth, mut request: Request, next: Next, limit: 
             return reject(request, e).await;
         }
     };
-    let response = if limit
+    let response = if check == Check::KeyWithinLimit
         && let Some(limiter) = identity.state.limiter.as_ref()
         && let Admission::Full { retry_after } = limiter.admit(Instant::now()).await
     {
         let retry_after_secs = Error::retry_after_secs(retry_after);
         reject(request, Error::KeyRateLimited { retry_after_secs }).await
     } else {
-        request.extensions_mut().insert(identity.clone());
-        next.run(request).await
+        if check == Check::Key {
+            request.extensions_mut().insert(identity.clone());
+        }
+        then(request).await
     };
     identity.state.record(response.status());
     response

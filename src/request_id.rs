@@ -43,7 +43,7 @@ fn acceptable(v: &HeaderValue) -> bool {
 
 /// Gives the request its id (kept from the client or made up) as an extension,
 /// and returns it for the response header and the request's span. Called by the
-/// outermost layer (`access::layer`).
+/// outermost layer (`access::AccessLayer`).
 pub fn assign(request: &mut Request) -> HeaderValue {
     let id = match request.headers().get(&HEADER) {
         Some(v) if acceptable(v) => v.clone(),

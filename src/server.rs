@@ -2,7 +2,6 @@
 //! background tasks, and serves until shutdown, letting in-flight requests and
 //! streams finish within the grace period.
 
-use std::any::Any;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,17 +11,16 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, ServiceExt};
-use tower_http::catch_panic::CatchPanicLayer;
+use tower::ServiceExt;
 
-use crate::access;
+use crate::access::AccessLayer;
 use crate::api::{AppState, admin, auth as api_auth, docs, openai};
 use crate::auth::{self, Auth, EnvSource};
 use crate::body::{discard_unused_body, reject};
@@ -186,15 +184,12 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
 /// Routes and layers. Client endpoints carry the auth layer; `/health` and
 /// `/ready` do not.
 pub fn router(state: Arc<AppState>) -> Router {
-    // Calls that cost money: a valid client key, then its own limit, before routing.
+    // Calls that cost money: the handlers check the client key, then its own
+    // limit, before routing (`auth::check_client_key`).
     let routed = Router::new()
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/completions", post(openai::completions))
-        .route("/v1/embeddings", post(openai::embeddings))
-        .route_layer(middleware::from_fn_with_state(
-            Arc::clone(&state.auth),
-            auth::require_client_key_within_limit,
-        ));
+        .route("/v1/embeddings", post(openai::embeddings));
     // Mutating endpoints: the admin key only, when one is configured.
     let admin_only = Router::new()
         .route("/router/reset-stats", post(admin::reset_stats))
@@ -248,19 +243,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(public_routes)
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(
-            // Read top to bottom: outermost first.
-            ServiceBuilder::new()
-                // Request id (taken or made, returned, a span around everything below),
-                // then one log line and the request metrics (path without query string:
-                // it may carry keys).
-                .layer(middleware::from_fn_with_state(
-                    Arc::clone(&state),
-                    access::layer,
-                ))
-                // A panicking handler becomes a 500 with an OpenAI body; the process keeps serving.
-                .layer(CatchPanicLayer::custom(panic_response)),
-        )
+        // Request id (taken or made, returned, a span around everything below), a
+        // panicking handler turned into a 500 with an OpenAI body, then one log line
+        // and the request metrics (path without query string: it may carry keys).
+        .layer(AccessLayer::new(Arc::clone(&state)))
         .with_state(state)
 }
 
@@ -278,16 +264,6 @@ async fn method_not_allowed(request: Request) -> Response {
         path: request.uri().path().to_owned(),
     };
     reject(request, error).await
-}
-
-fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
-    let detail = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
-    tracing::error!(panic = detail, "request handler panicked");
-    Error::Internal(detail.to_owned()).into_response()
 }
 
 /// How long a client may take to send a request head (slow-header clients are
@@ -380,39 +356,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn boom() -> &'static str {
-        panic!("handler exploded with secret detail")
-    }
-
-    #[tokio::test]
-    async fn a_panicking_handler_becomes_an_openai_500_and_the_service_keeps_serving() {
-        let app = Router::new()
-            .route("/boom", get(boom))
-            .route("/fine", get(|| async { "ok" }))
-            .layer(CatchPanicLayer::custom(panic_response));
-        let response = app
-            .clone()
-            .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
-        let body = axum::body::to_bytes(response.into_body(), 4096)
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["error"]["type"], "internal_error");
-        assert!(!String::from_utf8_lossy(&body).contains("secret detail"));
-        let again = app
-            .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(again.status(), http::StatusCode::OK);
     }
 }

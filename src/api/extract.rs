@@ -6,9 +6,8 @@
 //! with a borrowing partial parse, nothing else is materialised.
 
 use std::ops::Range;
-use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::Request;
 use bytes::Bytes;
 use http::header;
 use serde::Deserialize;
@@ -17,8 +16,6 @@ use serde_json::value::RawValue;
 
 use crate::error::Error;
 use crate::routing::Endpoint;
-
-use super::AppState;
 
 /// A routed request body: the original bytes plus what routing needs from them.
 #[derive(Debug)]
@@ -110,19 +107,6 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Bytes, Error> {
             }
             Error::invalid(format!("Could not read the request body: {e}"))
         })
-}
-
-/// A request body within the configured size limit (413 past it).
-pub struct LimitedBody(pub Bytes);
-
-impl FromRequest<Arc<AppState>> for LimitedBody {
-    type Rejection = Error;
-
-    async fn from_request(req: Request, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        read_body(req, state.config.max_request_body_bytes)
-            .await
-            .map(LimitedBody)
-    }
 }
 
 #[cfg(test)]

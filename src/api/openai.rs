@@ -4,14 +4,15 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use serde_json::{Value, json};
 
-use super::extract::{LimitedBody, PeekedBody};
+use super::extract::{PeekedBody, read_body};
 use super::{AppState, schema};
+use crate::auth::{self, Check};
 use crate::error::Error;
 use crate::metrics::{Label, Metrics, StreamGuard};
 use crate::request_id::RequestId;
@@ -46,9 +47,9 @@ pub struct RouteInfo {
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
     request_id: Option<Extension<RequestId>>,
-    LimitedBody(body): LimitedBody,
+    request: Request,
 ) -> Response {
-    proxy(&state, Endpoint::ChatCompletions, request_id, body).await
+    routed(&state, Endpoint::ChatCompletions, request_id, request).await
 }
 
 #[utoipa::path(post, path = "/v1/completions", tag = "openai", request_body = schema::CompletionRequest,
@@ -64,9 +65,9 @@ pub async fn chat_completions(
 pub async fn completions(
     State(state): State<Arc<AppState>>,
     request_id: Option<Extension<RequestId>>,
-    LimitedBody(body): LimitedBody,
+    request: Request,
 ) -> Response {
-    proxy(&state, Endpoint::Completions, request_id, body).await
+    routed(&state, Endpoint::Completions, request_id, request).await
 }
 
 #[utoipa::path(post, path = "/v1/embeddings", tag = "openai", request_body = schema::EmbeddingRequest,
@@ -82,9 +83,31 @@ pub async fn completions(
 pub async fn embeddings(
     State(state): State<Arc<AppState>>,
     request_id: Option<Extension<RequestId>>,
-    LimitedBody(body): LimitedBody,
+    request: Request,
 ) -> Response {
-    proxy(&state, Endpoint::Embeddings, request_id, body).await
+    routed(&state, Endpoint::Embeddings, request_id, request).await
+}
+
+/// A routed call: the client's key (and its limit), then the body within the
+/// size limit, then the dispatcher.
+async fn routed(
+    state: &AppState,
+    endpoint: Endpoint,
+    request_id: Option<Extension<RequestId>>,
+    request: Request,
+) -> Response {
+    auth::check_client_key(
+        &state.auth,
+        request,
+        Check::KeyWithinLimit,
+        |request| async move {
+            match read_body(request, state.config.max_request_body_bytes).await {
+                Ok(body) => proxy(state, endpoint, request_id, body).await,
+                Err(e) => e.into_response(),
+            }
+        },
+    )
+    .await
 }
 
 async fn proxy(
