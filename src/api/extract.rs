@@ -1,6 +1,6 @@
-//! Our own body extractor for routed endpoints: every way a body can be wrong
-//! (too large, unreadable, not JSON, no `model`) becomes an OpenAI-shaped
-//! [`Error`], never axum's plain-text rejection.
+//! Routed request bodies, read by the routed handlers after the key check: every
+//! way a body can be wrong (too large, unreadable, not JSON, no `model`) becomes
+//! an OpenAI-shaped [`Error`], never axum's plain-text rejection.
 //!
 //! The body is kept as bytes and only peeked at: `model` and `stream` are read
 //! with a borrowing partial parse, nothing else is materialised.
