@@ -139,11 +139,13 @@ where
             route: route_label(request.extensions().get::<MatchedPath>()),
         };
         let inner = &mut self.inner;
-        let called = span.in_scope(|| catch_unwind(AssertUnwindSafe(|| inner.call(request))));
-        let (inner, panicked) = match called {
-            Ok(future) => (Some(future), None),
-            Err(panic) => (None, Some(panic_response(panic))),
-        };
+        let (inner, panicked) =
+            span.in_scope(
+                || match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
+                    Ok(future) => (Some(future), None),
+                    Err(panic) => (None, Some(panic_response(panic))),
+                },
+            );
         AccessFuture {
             inner,
             panicked,
@@ -166,13 +168,22 @@ struct Record {
 
 pin_project_lite::pin_project! {
     /// Polls the handler inside the request's span, catching a panic, then
-    /// logs and counts the response.
+    /// logs and counts the response. The handler's future is dropped inside the
+    /// span too (a client that goes away mid-request drops it unfinished).
     pub struct AccessFuture<F> {
         #[pin]
         inner: Option<F>,
         panicked: Option<Response>,
         span: Span,
         record: Option<Record>,
+    }
+
+    impl<F> PinnedDrop for AccessFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            let _entered = this.span.enter();
+            this.inner.set(None);
+        }
     }
 }
 
@@ -186,11 +197,15 @@ where
         let mut this = self.project();
         let _entered = this.span.enter();
         let response = match this.inner.as_mut().as_pin_mut() {
+            // Finished or panicked, the handler's future is never polled again
+            // and is dropped here, inside the span.
             Some(inner) => match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
                 Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(Ok(response))) => response,
+                Ok(Poll::Ready(Ok(response))) => {
+                    this.inner.set(None);
+                    response
+                }
                 Err(panic) => {
-                    // A panicked future must not be polled again.
                     this.inner.set(None);
                     panic_response(panic)
                 }
@@ -274,11 +289,11 @@ impl Record {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use axum::Router;
     use axum::body::Body;
-    use axum::routing::get;
     use tower::ServiceExt;
 
     use super::*;
@@ -322,56 +337,174 @@ mod tests {
         }
     }
 
+    /// Captures this thread's log lines (a `tokio::test` runs on one thread).
+    fn capture_logs() -> (Arc<Mutex<Vec<u8>>>, tracing::subscriber::DefaultGuard) {
+        #[derive(Clone)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink(Arc::new(Mutex::new(Vec::new())));
+        let bytes = Arc::clone(&sink.0);
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || sink.clone())
+            .finish();
+        (bytes, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn logged(bytes: &Mutex<Vec<u8>>) -> String {
+        String::from_utf8_lossy(&bytes.lock().unwrap()).into_owned()
+    }
+
+    /// A line with `message` was logged inside the span of request `id`.
+    fn assert_logged_in_span(bytes: &Mutex<Vec<u8>>, message: &str, id: &str) {
+        let out = logged(bytes);
+        let line = out
+            .lines()
+            .find(|l| l.contains(message))
+            .unwrap_or_else(|| panic!("no line with {message:?} in {out}"));
+        assert!(line.contains(id), "outside the request's span: {line}");
+    }
+
+    fn get(path: &str, id: &str) -> Request {
+        Request::get(path)
+            .header("x-request-id", id)
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    async fn assert_internal_error(response: Response, id: &str) {
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()[&request_id::HEADER], id);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "internal_error");
+        assert!(!String::from_utf8_lossy(&body).contains("secret detail"));
+    }
+
     #[tokio::test]
-    async fn a_panic_becomes_an_openai_500_with_its_request_id_and_the_service_keeps_serving() {
+    async fn a_panicking_handler_becomes_an_openai_500_logged_in_its_span_and_the_service_keeps_serving()
+     {
         let state = state().await;
+        let (logs, _guard) = capture_logs();
         let served = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&served);
         let app = Router::new()
-            .route("/boom", get(boom))
-            .route_service("/boom-on-call", PanicsOnCall)
+            .route("/boom", axum::routing::get(boom))
             .route(
                 "/fine",
-                get(move || async move {
+                axum::routing::get(move || async move {
                     counter.fetch_add(1, Ordering::Relaxed);
                     "ok"
                 }),
             )
             .layer(AccessLayer::new(Arc::clone(&state)));
-        for path in ["/boom", "/boom-on-call"] {
-            let request = Request::get(path)
-                .header("x-request-id", "req-panic-1")
-                .body(Body::empty())
-                .unwrap();
-            let response = app.clone().oneshot(request).await.unwrap();
-            assert_eq!(
-                response.status(),
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "{path}"
-            );
-            assert_eq!(
-                response.headers()[&request_id::HEADER],
-                "req-panic-1",
-                "{path}"
-            );
-            let body = axum::body::to_bytes(response.into_body(), 4096)
-                .await
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(v["error"]["type"], "internal_error", "{path}");
+        let response = app.clone().oneshot(get("/boom", "req-poll")).await.unwrap();
+        assert_internal_error(response, "req-poll").await;
+        let out = logged(&logs);
+        assert!(out.contains("request handler panicked"), "{out}");
+        for line in out.lines() {
             assert!(
-                !String::from_utf8_lossy(&body).contains("secret detail"),
-                "{path}"
+                line.contains("req-poll"),
+                "a line outside the request's span: {line}"
             );
         }
-        // Both panics were counted as finished requests.
         assert_eq!(state.dispatcher.metrics.in_flight.get(), 0);
-        let again = app
-            .oneshot(Request::get("/fine").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+        let again = app.oneshot(get("/fine", "req-fine")).await.unwrap();
         assert_eq!(again.status(), http::StatusCode::OK);
-        assert!(again.headers().contains_key(&request_id::HEADER));
+        assert_eq!(again.headers()[&request_id::HEADER], "req-fine");
         assert_eq!(served.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_inner_services_call_becomes_an_openai_500_logged_in_its_span() {
+        let state = state().await;
+        let (logs, _guard) = capture_logs();
+        // Straight on the layer: under a `Router`, axum's `Route::call` defers the
+        // inner call into its future, so the panic would happen in `poll`.
+        let service = AccessLayer::new(Arc::clone(&state)).layer(PanicsOnCall);
+        let response = service.oneshot(get("/x", "req-call")).await.unwrap();
+        assert_internal_error(response, "req-call").await;
+        assert_logged_in_span(&logs, "request handler panicked", "req-call");
+        assert_eq!(state.dispatcher.metrics.in_flight.get(), 0);
+    }
+
+    /// Logs when dropped, as a handler's guard might.
+    struct LogsOnDrop;
+
+    impl Drop for LogsOnDrop {
+        fn drop(&mut self) {
+            tracing::warn!("handler dropped");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_midway_is_uncounted_in_flight_and_dropped_inside_its_span() {
+        let state = state().await;
+        let (logs, _guard) = capture_logs();
+        let app = Router::new()
+            .route(
+                "/hang",
+                axum::routing::get(|| async {
+                    let _guard = LogsOnDrop;
+                    std::future::pending::<()>().await;
+                    "never"
+                }),
+            )
+            .layer(AccessLayer::new(Arc::clone(&state)));
+        let gone = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            app.oneshot(get("/hang", "req-gone")),
+        )
+        .await;
+        assert!(gone.is_err(), "the handler never answers");
+        assert_eq!(state.dispatcher.metrics.in_flight.get(), 0);
+        assert_logged_in_span(&logs, "handler dropped", "req-gone");
+    }
+
+    /// Answers at once, counting how often its future is polled.
+    #[derive(Clone)]
+    struct CountsPolls(Arc<AtomicUsize>);
+
+    impl Service<Request> for CountsPolls {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = std::future::PollFn<
+            Box<dyn FnMut(&mut Context<'_>) -> Poll<Result<Response, Infallible>> + Send>,
+        >;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            let polls = Arc::clone(&self.0);
+            std::future::poll_fn(Box::new(move |_| {
+                polls.fetch_add(1, Ordering::Relaxed);
+                Poll::Ready(Ok(Response::new(Body::empty())))
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_finished_handler_is_not_polled_again() {
+        let state = state().await;
+        let polls = Arc::new(AtomicUsize::new(0));
+        let mut service =
+            AccessLayer::new(Arc::clone(&state)).layer(CountsPolls(Arc::clone(&polls)));
+        let mut future = std::pin::pin!(service.call(get("/x", "req-twice")));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(future.as_mut().poll(&mut cx).is_ready());
+        let _ = future.as_mut().poll(&mut cx);
+        assert_eq!(polls.load(Ordering::Relaxed), 1);
     }
 }
