@@ -34,8 +34,8 @@ SCENARIOS = {
     "s5000": "open streams (slow upstream)",
     "soak": "soak",
 }
-SYSTEMS = ["direct", "nginx", "router", "router-auth", "router-limit", "router-redis",
-           "router-redis-unlimited"]
+SYSTEMS = ["direct", "nginx", "hyper-floor", "router", "router-auth", "router-limit",
+           "router-redis", "router-redis-unlimited"]
 # Opt-in systems measured on these scenarios only (a limited service on memory and on
 # Redis; an unlimited service with REDIS_URL set).
 LIMITED = ("router-limit", "router-redis", "router-redis-unlimited")
@@ -509,7 +509,8 @@ def read_rss_series(results: Path, cell_dir: str):
 
 # --------------------------------------------------------------------- chart
 
-COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "router": "#1565c0", "router-auth": "#6a1b9a",
+COLORS = {"direct": "#9e9e9e", "nginx": "#2e7d32", "hyper-floor": "#795548", "router": "#1565c0",
+          "router-auth": "#6a1b9a",
           "router-limit": "#ef6c00", "router-redis": "#c62828", "router-redis-unlimited": "#00838f"}
 
 
@@ -566,9 +567,9 @@ def chart(summary: list[dict], rows: list[dict], series: dict, path: Path) -> No
         axes[0][0].legend(fontsize=8)
     bars(axes[0][1], WRK, "p99_ms", "p99 latency", "ms", log=True)
     bars(axes[0][2], WRK, "cpu_us_per_req", "CPU time of the system under test per request", "µs / request",
-         systems=["nginx", "router", "router-auth"])
+         systems=["nginx", "hyper-floor", "router", "router-auth"])
     bars(axes[0][3], ("c1", "c64"), "p50_overhead_us", "p50 latency added over the direct connection",
-         "µs", systems=["nginx", "router", "router-auth"])
+         "µs", systems=["nginx", "hyper-floor", "router", "router-auth"])
     bars(axes[1][0], STREAMS, "first_p99_ms", "Streaming: time to first event, p99", "ms",
          systems=["direct", "nginx", "router"])
     bars(axes[1][1], STREAMS, "gap_max_ms", "Streaming: largest gap between chunks", "ms (chunks sent every 10 ms)",
@@ -623,6 +624,8 @@ def check(cells: list[dict], rows: list[dict], env: str) -> list[str]:
             if sc == "soak" and sy != "router":
                 continue
             if sy in LIMITED and sc not in LIMITED_SCENARIOS:
+                continue
+            if sy == "hyper-floor" and sc not in WRK:
                 continue
             if (sc, sy) not in seen:
                 problems.append(f"scenario {sc} on {sy}: no measurement")
