@@ -8,7 +8,8 @@ bench/run) and writes into RESULTS:
 
 - raw.csv      one row per cell, every figure derived from it;
 - summary.csv  one row per scenario and system: median, min and max over the
-               rounds, overheads over direct, ratios to nginx;
+               rounds, overheads over direct, ratios to nginx and to
+               hyper-floor (the bare proxy on the router's stack);
 - table.md     the markdown tables of docs/benchmarks.md;
 - chart.svg    the chart (needs matplotlib; bench/run installs it in a venv).
 
@@ -253,6 +254,10 @@ def summarise(rows: list[dict]) -> list[dict]:
                   "first_p99_ms", "gap_max_ms", "p50_overhead_us"):
             a, b = s.get(m), (ng or {}).get(m)
             s[m + "_x_nginx"] = a / b if a is not None and b not in (None, 0) else None
+        floor = by.get((s["scenario"], "hyper-floor"))
+        for m in ("rps", "p99_ms", "cpu_us_per_req"):
+            a, b = s.get(m), (floor or {}).get(m)
+            s[m + "_x_floor"] = a / b if a is not None and b not in (None, 0) else None
     order = {k: i for i, k in enumerate(SCENARIOS)}
     sys_order = {k: i for i, k in enumerate(SYSTEMS)}
     out.sort(key=lambda s: (order.get(s["scenario"], 99), sys_order.get(s["system"], 99)))
@@ -356,7 +361,7 @@ def markdown(summary: list[dict], rows: list[dict], env: str, results_dir: Path 
     lines.append(
         f"Medians over {rounds} interleaved round(s), [min–max] across rounds. "
         "Overheads are paired by round against the direct connection; "
-        "ratios (×nginx) divide by nginx's median in the same run. "
+        "ratios (×nginx, ×floor) divide by nginx's or hyper-floor's median in the same run. "
         "CPU is the system under test's utime+stime over the measured run "
         "(nginx: its one worker), RSS its VmRSS (idle, before load) and VmHWM (peak)."
     )
@@ -366,9 +371,10 @@ def markdown(summary: list[dict], rows: list[dict], env: str, results_dir: Path 
         lines.append("")
         lines.append(
             "| scenario | system | req/s | p50 ms | p99 ms | p50 overhead µs | CPU µs/req | SUT CPU % "
-            "| errors | idle / peak RSS MiB | req/s ×nginx | p99 ×nginx | CPU/req ×nginx |"
+            "| errors | idle / peak RSS MiB | req/s ×nginx | p99 ×nginx | CPU/req ×nginx "
+            "| req/s ×floor | CPU/req ×floor |"
         )
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for sc in WRK:
             for sy in SYSTEMS:
                 s = by.get((sc, sy))
@@ -380,7 +386,8 @@ def markdown(summary: list[dict], rows: list[dict], env: str, results_dir: Path 
                     f"| {SCENARIOS[sc]} | {sy} | {fr(s, 'rps', 0)} | {fr(s, 'p50_ms', 3)} | {fr(s, 'p99_ms', 3)} "
                     f"| {ov} | {fr(s, 'cpu_us_per_req', 1)} | {f(s.get('sut_cpu_pct'), 0)} | {f(s.get('errors'), 0)} "
                     f"| {rss} | {x(s.get('rps_x_nginx'))} | {x(s.get('p99_ms_x_nginx'))} "
-                    f"| {x(s.get('cpu_us_per_req_x_nginx'))} |"
+                    f"| {x(s.get('cpu_us_per_req_x_nginx'))} | {x(s.get('rps_x_floor'))} "
+                    f"| {x(s.get('cpu_us_per_req_x_floor'))} |"
                 )
         lines.append("")
     if any(s["scenario"] in STREAMS for s in summary):
