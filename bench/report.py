@@ -357,7 +357,12 @@ def shared_state_lines(by: dict, results_dir: Path | None) -> list[str]:
 def markdown(summary: list[dict], rows: list[dict], env: str, results_dir: Path | None = None) -> str:
     by = {(s["scenario"], s["system"]): s for s in summary}
     lines = []
-    rounds = max((s["rounds"] for s in summary if s["scenario"] != "soak"), default=0)
+    def rounds_of(scenarios):
+        return max((s["rounds"] for s in summary if s["scenario"] in scenarios), default=0)
+
+    wrk_rounds, stream_rounds = rounds_of(WRK), rounds_of(STREAMS + ("s5000",))
+    rounds = f"{wrk_rounds}" if wrk_rounds == stream_rounds or not stream_rounds else (
+        f"{wrk_rounds} (streams: {stream_rounds})" if wrk_rounds else f"{stream_rounds}")
     lines.append(
         f"Medians over {rounds} interleaved round(s), [min–max] across rounds. "
         "Overheads are paired by round against the direct connection; "
