@@ -539,7 +539,7 @@ def chart(summary: list[dict], rows: list[dict], series: dict, path: Path) -> No
     by = {(s["scenario"], s["system"]): s for s in summary}
     fig, axes = plt.subplots(2, 4, figsize=(21, 9.5))
     fig.suptitle(
-        "llm-router vs nginx vs a direct connection, same mock upstream and load "
+        "llm-router vs nginx, a bare hyper proxy and a direct connection, same mock upstream and load "
         "(bars: medians; whiskers: min–max over rounds)",
         fontsize=13,
     )
