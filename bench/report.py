@@ -248,16 +248,17 @@ def summarise(rows: list[dict]) -> list[dict]:
             s[m.replace("_ms", "_overhead_us") + "_max"] = hi
         out.append(s)
     by = {(s["scenario"], s["system"]): s for s in out}
+    ratios = (
+        ("_x_nginx", "nginx", ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_idle_mib",
+                               "rss_peak_mib", "first_p99_ms", "gap_max_ms", "p50_overhead_us")),
+        ("_x_floor", "hyper-floor", ("rps", "p99_ms", "cpu_us_per_req")),
+    )
     for s in out:
-        ng = by.get((s["scenario"], "nginx"))
-        for m in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req", "rss_idle_mib", "rss_peak_mib",
-                  "first_p99_ms", "gap_max_ms", "p50_overhead_us"):
-            a, b = s.get(m), (ng or {}).get(m)
-            s[m + "_x_nginx"] = a / b if a is not None and b not in (None, 0) else None
-        floor = by.get((s["scenario"], "hyper-floor"))
-        for m in ("rps", "p99_ms", "cpu_us_per_req"):
-            a, b = s.get(m), (floor or {}).get(m)
-            s[m + "_x_floor"] = a / b if a is not None and b not in (None, 0) else None
+        for suffix, reference, metrics in ratios:
+            ref = by.get((s["scenario"], reference)) or {}
+            for m in metrics:
+                a, b = s.get(m), ref.get(m)
+                s[m + suffix] = a / b if a is not None and b not in (None, 0) else None
     order = {k: i for i, k in enumerate(SCENARIOS)}
     sys_order = {k: i for i, k in enumerate(SYSTEMS)}
     out.sort(key=lambda s: (order.get(s["scenario"], 99), sys_order.get(s["system"], 99)))
@@ -361,8 +362,9 @@ def markdown(summary: list[dict], rows: list[dict], env: str, results_dir: Path 
         return max((s["rounds"] for s in summary if s["scenario"] in scenarios), default=0)
 
     wrk_rounds, stream_rounds = rounds_of(WRK), rounds_of(STREAMS + ("s5000",))
-    rounds = f"{wrk_rounds}" if wrk_rounds == stream_rounds or not stream_rounds else (
-        f"{wrk_rounds} (streams: {stream_rounds})" if wrk_rounds else f"{stream_rounds}")
+    rounds = str(wrk_rounds or stream_rounds)
+    if wrk_rounds and stream_rounds and wrk_rounds != stream_rounds:
+        rounds += f" (streams: {stream_rounds})"
     lines.append(
         f"Medians over {rounds} interleaved round(s), [min–max] across rounds. "
         "Overheads are paired by round against the direct connection; "
