@@ -24,6 +24,7 @@
 
 use std::cmp::{Ordering as CmpOrdering, Reverse};
 use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::convert::Infallible;
 use std::error::Error;
 use std::io::Write;
@@ -214,10 +215,11 @@ impl PreciseTimer {
                 let mut due = BinaryHeap::<Reverse<Wake>>::new();
                 loop {
                     let now = Instant::now();
-                    while due.peek().is_some_and(|Reverse(w)| w.at <= now) {
-                        if let Some(Reverse(w)) = due.pop() {
-                            let _ = w.tx.send(());
+                    while let Some(top) = due.peek_mut() {
+                        if top.0.at > now {
+                            break;
                         }
+                        let _ = PeekMut::pop(top).0.tx.send(());
                     }
                     let next = match due.peek() {
                         Some(Reverse(w)) => match rx.recv_timeout(w.at - now) {
@@ -279,8 +281,8 @@ fn full(status: StatusCode, content_type: &'static str, body: Bytes) -> Response
     resp
 }
 
-fn sse(state: Arc<State>) -> Response<Body> {
-    let start = Instant::now() + state.opts.latency;
+/// An SSE answer whose first event is due at `start`.
+fn sse(state: Arc<State>, start: Instant) -> Response<Body> {
     let total = state.opts.chunks;
     // Event k (0-based) is due at start + k * interval; [DONE] goes right after the last.
     let events = futures_util::stream::unfold(0u32, move |k| {
@@ -320,13 +322,14 @@ fn sse(state: Arc<State>) -> Response<Body> {
 
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, BoxError> {
     state.requests.fetch_add(1, Ordering::Relaxed);
+    // The latency counts from the request's arrival, for answers and streams alike.
     let due = Instant::now() + state.opts.latency;
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::POST, "/v1/chat/completions") => {
             let body = req.into_body().collect().await?.to_bytes();
             if wants_stream(&body) {
-                return Ok(sse(state));
+                return Ok(sse(state, due));
             }
             if !state.opts.latency.is_zero() {
                 state.timer.sleep_until(due).await;
