@@ -10,25 +10,28 @@ FROM rust:1.95-slim-bookworm AS builder
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 
-# Dependency cache: build the locked dependencies against a placeholder crate
-# first, so that editing src/ does not rebuild every dependency. The build
-# command is always ./scripts/build-release, the one used outside Docker too.
-COPY Cargo.toml Cargo.lock clippy.toml ./
-COPY scripts/build-release scripts/build-release
-RUN mkdir src \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && ./scripts/build-release \
-    && rm -rf src
+# Profile-guided optimisation (scripts/build-release; docs/benchmarks.md,
+# Change 10): an instrumented build of the router serves a short training load
+# on loopback, driven by wrk, and llvm-profdata merges what it recorded (LLVM 19
+# reads rustc 1.95's profiles). The training also needs the benchmark's mock
+# upstream and streaming client (examples/) and its request (bench/).
+# Unpinned on purpose, as in the runtime stage below.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends llvm-19 wrk \
+    && rm -rf /var/lib/apt/lists/*
 
-# The real sources. COPY keeps the files' own modification times, which can be
-# older than the placeholder build: touch the crate roots so cargo rebuilds the
-# crate itself instead of shipping the placeholder binary. The placeholder
-# prints no version, so the grep fails the build if that ever happens.
+# No dependency-cache layer: the dependencies are compiled with the profile of
+# the training run, which needs the real sources, so a placeholder build could
+# not be reused. The build command is ./scripts/build-release, the one used
+# outside Docker too; LLM_ROUTER_PGO=on makes it fail rather than ship a build
+# without PGO.
+COPY Cargo.toml Cargo.lock clippy.toml ./
 COPY src/ src/
+COPY examples/ examples/
 COPY scripts/ scripts/
-RUN touch src/main.rs src/lib.rs \
-    && ./scripts/build-release \
+COPY bench/chat.lua bench/request.json bench/
+RUN LLM_ROUTER_PGO=on ./scripts/build-release \
     && ./target/release/llm-router --version | grep '^llm-router '
 
 # ---------------------------------------------------------------- runtime ----
