@@ -27,6 +27,7 @@ RUN apt-get update \
 # outside Docker too; LLM_ROUTER_PGO=on makes it fail rather than ship a build
 # without PGO.
 COPY Cargo.toml Cargo.lock clippy.toml ./
+COPY .cargo/ .cargo/
 COPY src/ src/
 COPY examples/ examples/
 COPY scripts/ scripts/

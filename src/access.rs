@@ -272,7 +272,7 @@ impl Record {
                 route,
                 service: Arc::clone(&service),
             })
-            .observe(elapsed.as_secs_f64());
+            .observe(elapsed);
         metrics
             .requests
             .get_or_create(&RequestLabels {

@@ -8,13 +8,14 @@
 //! discovered lists (anything else is `other`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 /// A label value shared without copying (service names, model ids).
@@ -60,10 +61,84 @@ pub struct ReasonLabels {
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Request latency buckets, seconds: from a fast local call to a long completion.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
 fn latency_histogram() -> Histogram {
-    Histogram::new([
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-    ])
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// A latency histogram that observes with two relaxed atomic adds.
+///
+/// prometheus-client's `Histogram` takes a write lock per observation: every
+/// request to one service would queue on it, on every core. Here each bucket
+/// and the sum are atomics of their own; a scrape reads them one by one, so it
+/// may see an observation in its bucket before it sees it in the sum (the
+/// count is the buckets' total, so the two always agree with each other).
+#[derive(Clone, Debug)]
+pub struct Histogram(Arc<HistogramCells>);
+
+#[derive(Debug)]
+struct HistogramCells {
+    /// Upper bounds in seconds, ascending; the last bucket (`+Inf`) has none.
+    bounds: &'static [f64],
+    /// One more than `bounds`.
+    counts: Box<[AtomicU64]>,
+    /// Nanoseconds: an integer add, where an `f64` sum would need a CAS loop.
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self(Arc::new(HistogramCells {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        let cells = &*self.0;
+        let bucket = cells
+            .bounds
+            .partition_point(|&le| le < elapsed.as_secs_f64());
+        if let Some(count) = cells.counts.get(bucket) {
+            count.fetch_add(1, Relaxed);
+        }
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        cells.sum_nanos.fetch_add(nanos, Relaxed);
+    }
+
+    /// (sum in seconds, count, buckets with their upper bounds, `f64::MAX` for `+Inf`).
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let cells = &*self.0;
+        let buckets: Vec<(f64, u64)> = cells
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(cells.counts.iter().map(|c| c.load(Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|&(_, n)| n).sum();
+        let sum = Duration::from_nanos(cells.sum_nanos.load(Relaxed)).as_secs_f64();
+        (sum, count, buckets)
+    }
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let (sum, count, buckets) = self.snapshot();
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
 }
 
 /// Every metric of the router.
@@ -263,7 +338,7 @@ pub struct ServiceMetrics {
 
 impl ServiceMetrics {
     pub fn observe_ttfb(&self, elapsed: Duration) {
-        self.ttfb.observe(elapsed.as_secs_f64());
+        self.ttfb.observe(elapsed);
     }
 }
 
@@ -291,5 +366,65 @@ pub fn status_class(status: u16) -> &'static str {
         300..=399 => "3xx",
         400..=499 => "4xx",
         _ => "5xx",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render_one(
+        name: &str,
+        metric: impl EncodeMetric + Send + Sync + std::fmt::Debug + 'static,
+    ) -> String {
+        let mut registry = Registry::default();
+        registry.register_with_unit(name, "help", Unit::Seconds, metric);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    /// The same observations render exactly as prometheus-client's own
+    /// histogram renders them (bounds chosen so both sums are exact).
+    #[test]
+    fn renders_like_prometheus_clients_histogram() {
+        let ours = Histogram::new(LATENCY_BUCKETS);
+        let theirs =
+            prometheus_client::metrics::histogram::Histogram::new(LATENCY_BUCKETS.iter().copied());
+        for secs in [0.0, 0.005, 0.0078125, 0.25, 0.5, 0.5, 2.0, 120.0, 256.0] {
+            ours.observe(Duration::from_secs_f64(secs));
+            theirs.observe(secs);
+        }
+        let rendered = render_one("latency", ours.clone());
+        assert_eq!(rendered, render_one("latency", theirs));
+        for line in [
+            "latency_seconds_count 9",
+            "latency_seconds_sum 379.2628125",
+            r#"latency_seconds_bucket{le="0.005"} 2"#,
+            r#"latency_seconds_bucket{le="0.01"} 3"#,
+            r#"latency_seconds_bucket{le="0.5"} 6"#,
+            r#"latency_seconds_bucket{le="120.0"} 8"#,
+            r#"latency_seconds_bucket{le="+Inf"} 9"#,
+        ] {
+            assert!(rendered.contains(line), "{line} not in:\n{rendered}");
+        }
+    }
+
+    #[test]
+    fn observations_from_many_threads_are_all_counted() {
+        let h = Histogram::new(LATENCY_BUCKETS);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..10_000 {
+                        h.observe(Duration::from_millis(1));
+                    }
+                });
+            }
+        });
+        let (sum, count, buckets) = h.snapshot();
+        assert_eq!(count, 40_000);
+        assert_eq!(buckets[0], (0.005, 40_000));
+        assert!((sum - 40.0).abs() < 1e-9, "{sum}");
     }
 }
