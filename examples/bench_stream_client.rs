@@ -10,8 +10,14 @@
 //! ```text
 //! cargo run --release --example bench_stream_client -- --url http://127.0.0.1:8000/v1/chat/completions \
 //!     [--concurrency 64] [--requests N] [--duration 10] [--chunks 20] [--interval-ms 10]
-//!     [--ramp-ms 0] [--timeout 60] [--auth KEY] [--body-file FILE]
+//!     [--ramp-ms 0] [--prime-url URL] [--timeout 60] [--auth KEY] [--body-file FILE]
 //! ```
+//!
+//! `--ramp-ms` spreads the workers' first streams over that time; as every stream
+//! lasts as long, a ramp of one stream's length keeps their starts spread, as
+//! independent clients' would be, instead of all arriving at once. `--prime-url`
+//! opens one connection per worker with a GET of that URL before the clock starts,
+//! so no measured stream waits for a TCP handshake.
 //!
 //! An event is a block ending in a blank line. A stream is correct when it answers
 //! 200 with exactly `--chunks` data events followed by `data: [DONE]`, and carries
@@ -43,6 +49,7 @@ struct Options {
     chunks: u64,
     interval_ms: f64,
     ramp: Duration,
+    prime_url: Option<String>,
     timeout: Duration,
     auth: Option<String>,
     body: String,
@@ -50,7 +57,8 @@ struct Options {
 
 fn usage() -> &'static str {
     "usage: bench_stream_client --url URL [--concurrency N] [--requests N] [--duration SECS] \
-     [--chunks N] [--interval-ms MS] [--ramp-ms MS] [--timeout SECS] [--auth KEY] [--body-file FILE]"
+     [--chunks N] [--interval-ms MS] [--ramp-ms MS] [--prime-url URL] [--timeout SECS] [--auth KEY] \
+     [--body-file FILE]"
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -62,6 +70,7 @@ fn parse_args() -> Result<Options, String> {
         chunks: 20,
         interval_ms: 10.0,
         ramp: Duration::ZERO,
+        prime_url: None,
         timeout: Duration::from_secs(60),
         auth: None,
         body: DEFAULT_BODY.to_owned(),
@@ -89,6 +98,7 @@ fn parse_args() -> Result<Options, String> {
             "--chunks" => o.chunks = num(&value)? as u64,
             "--interval-ms" => o.interval_ms = num(&value)?,
             "--ramp-ms" => o.ramp = Duration::from_secs_f64(num(&value)? / 1000.0),
+            "--prime-url" => o.prime_url = Some(value),
             "--timeout" => o.timeout = Duration::from_secs_f64(num(&value)?.max(0.001)),
             "--auth" => o.auth = Some(value),
             "--body-file" => {
@@ -214,6 +224,42 @@ async fn one_stream(client: &reqwest::Client, opts: &Options) -> StreamRecord {
     rec
 }
 
+/// Opens `--concurrency` connections, one GET of `url` on each. Every answer is
+/// held until all have arrived, so that no GET finds another's connection idle
+/// and reuses it; the connections then wait in the client's pool.
+async fn open_connections(
+    client: &reqwest::Client,
+    url: &str,
+    opts: &Options,
+) -> Result<(), BoxError> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(opts.concurrency));
+    let mut gets = tokio::task::JoinSet::new();
+    for _ in 0..opts.concurrency {
+        let mut req = client.get(url);
+        if let Some(key) = &opts.auth {
+            req = req.bearer_auth(key);
+        }
+        let barrier = Arc::clone(&barrier);
+        gets.spawn(async move {
+            let answer = req.send().await;
+            // Every worker reaches the barrier, failed or not, so none waits forever.
+            barrier.wait().await;
+            let resp = answer.map_err(|e| describe(&e))?;
+            let status = resp.status();
+            resp.bytes().await.map_err(|e| describe(&e))?;
+            if status.is_success() {
+                Ok(())
+            } else {
+                Err(format!("HTTP {}", status.as_u16()))
+            }
+        });
+    }
+    while let Some(done) = gets.join_next().await {
+        done?.map_err(|e| format!("--prime-url {url}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The joined `data:` lines of one event, if it has any.
 fn event_data(event: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(event);
@@ -275,6 +321,9 @@ async fn run(opts: Options) -> Result<serde_json::Value, BoxError> {
         .pool_idle_timeout(Duration::from_secs(90))
         .connect_timeout(Duration::from_secs(10))
         .build()?;
+    if let Some(url) = &opts.prime_url {
+        open_connections(&client, url, &opts).await?;
+    }
     let opts = Arc::new(opts);
     let started_count = Arc::new(AtomicU64::new(0));
     let deadline = opts.duration.map(|d| Instant::now() + d);
