@@ -100,9 +100,8 @@ impl Histogram {
 
     pub fn observe(&self, elapsed: Duration) {
         let cells = &*self.0;
-        let bucket = cells
-            .bounds
-            .partition_point(|&le| le < elapsed.as_secs_f64());
+        let secs = elapsed.as_secs_f64();
+        let bucket = cells.bounds.partition_point(|&le| le < secs);
         if let Some(count) = cells.counts.get(bucket) {
             count.fetch_add(1, Relaxed);
         }
