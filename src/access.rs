@@ -122,36 +122,47 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        let started = Instant::now();
-        let id = request_id::assign(&mut request);
-        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
-        let metrics = &self.state.dispatcher.metrics;
-        metrics.in_flight.inc();
-        let record = Record {
-            state: Arc::clone(&self.state),
-            started,
-            id,
-            _in_flight: InFlight(metrics.in_flight.clone()),
-            method: request.method().clone(),
-            // A cheap clone (shared bytes); only its path is logged: a query string may carry a key.
-            uri: request.uri().clone(),
-            route: route_label(request.extensions().get::<MatchedPath>()),
-        };
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = route_label(request.extensions().get::<MatchedPath>());
         let inner = &mut self.inner;
-        let (inner, panicked) =
-            span.in_scope(
-                || match catch_unwind(AssertUnwindSafe(|| inner.call(request))) {
-                    Ok(future) => (Some(future), None),
-                    Err(panic) => (None, Some(panic_response(panic))),
-                },
-            );
-        AccessFuture {
-            inner,
-            panicked,
-            span,
-            record: Some(record),
-        }
+        wrap(&self.state, route, request, |request| inner.call(request))
+    }
+}
+
+/// The access layer around one call of a handler (`call`), for a request whose
+/// route label is known: what [`Access`] does inside axum's router, and what the
+/// routed POSTs get without it (server.rs, `Routes`).
+pub fn wrap<F>(
+    state: &Arc<AppState>,
+    route: &'static str,
+    mut request: Request,
+    call: impl FnOnce(Request) -> F,
+) -> AccessFuture<F> {
+    let started = Instant::now();
+    let id = request_id::assign(&mut request);
+    let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or("-"));
+    let metrics = &state.dispatcher.metrics;
+    metrics.in_flight.inc();
+    let record = Record {
+        state: Arc::clone(state),
+        started,
+        id,
+        _in_flight: InFlight(metrics.in_flight.clone()),
+        method: request.method().clone(),
+        // A cheap clone (shared bytes); only its path is logged: a query string may carry a key.
+        uri: request.uri().clone(),
+        route,
+    };
+    let (inner, panicked) =
+        span.in_scope(|| match catch_unwind(AssertUnwindSafe(|| call(request))) {
+            Ok(future) => (Some(future), None),
+            Err(panic) => (None, Some(panic_response(panic))),
+        });
+    AccessFuture {
+        inner,
+        panicked,
+        span,
+        record: Some(record),
     }
 }
 

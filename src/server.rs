@@ -2,6 +2,7 @@
 //! background tasks, and serves until shutdown, letting in-flight requests and
 //! streams finish within the grace period.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,22 +13,26 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware;
 use axum::response::Response;
+use axum::routing::future::RouteFuture;
 use axum::routing::{get, post};
+use futures_util::future::Either;
+use http::Method;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
+use tower::Service;
 
-use crate::access::AccessLayer;
+use crate::access::{self, AccessFuture, AccessLayer};
+use crate::api::openai::RoutedFuture;
 use crate::api::{AppState, admin, auth as api_auth, docs, openai};
 use crate::auth::{self, Auth, EnvSource};
 use crate::body::{discard_unused_body, reject};
 use crate::config::{Config, EnvMap};
 use crate::error::{Error, StartupError};
 use crate::metrics::Metrics;
-use crate::routing::{Dispatcher, models};
+use crate::routing::{Dispatcher, Endpoint, models};
 use crate::supervisor::Supervisor;
 use crate::upstream::UpstreamClient;
 
@@ -186,10 +191,12 @@ pub async fn bind(host: &str, port: u16) -> Result<TcpListener, StartupError> {
 pub fn router(state: Arc<AppState>) -> Router {
     // Calls that cost money: the handlers check the client key, then its own
     // limit, before routing (`auth::check_client_key`).
+    // `Routes` serves their POSTs before this router sees them (same handlers);
+    // here they give the route table its paths (a GET on them is a 405).
     let routed = Router::new()
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/completions", post(openai::completions))
-        .route("/v1/embeddings", post(openai::embeddings));
+        .route(CHAT_ROUTE, post(openai::chat_completions))
+        .route(COMPLETIONS_ROUTE, post(openai::completions))
+        .route(EMBEDDINGS_ROUTE, post(openai::embeddings));
     // Mutating endpoints: the admin key only, when one is configured.
     let admin_only = Router::new()
         .route("/router/reset-stats", post(admin::reset_stats))
@@ -250,6 +257,57 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+const CHAT_ROUTE: &str = "/v1/chat/completions";
+const COMPLETIONS_ROUTE: &str = "/v1/completions";
+const EMBEDDINGS_ROUTE: &str = "/v1/embeddings";
+
+/// The HTTP service of a connection. The routed POSTs, nearly every request a
+/// router serves, go straight to their handler inside the access layer, as the
+/// router would send them; every other request goes through axum's router.
+/// axum's routing, its per-route layer and its futures around the handler
+/// cost about 3,000 instructions a request (docs/benchmarks.md, Change 12).
+#[derive(Clone)]
+struct Routes {
+    state: Arc<AppState>,
+    router: Router,
+}
+
+impl Routes {
+    /// The endpoint and route label of a routed POST, matched on the exact path
+    /// as axum matches it (no trailing slash, no decoding).
+    fn routed(request: &http::Request<Incoming>) -> Option<(Endpoint, &'static str)> {
+        if request.method() != Method::POST {
+            return None;
+        }
+        match request.uri().path() {
+            CHAT_ROUTE => Some((Endpoint::ChatCompletions, CHAT_ROUTE)),
+            COMPLETIONS_ROUTE => Some((Endpoint::Completions, COMPLETIONS_ROUTE)),
+            EMBEDDINGS_ROUTE => Some((Endpoint::Embeddings, EMBEDDINGS_ROUTE)),
+            _ => None,
+        }
+    }
+}
+
+impl hyper::service::Service<http::Request<Incoming>> for Routes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<AccessFuture<RoutedFuture>, RouteFuture<Infallible>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let routed = Self::routed(&request);
+        let request = request.map(Body::new);
+        match routed {
+            Some((endpoint, route)) => {
+                Either::Left(access::wrap(&self.state, route, request, |request| {
+                    openai::serve_routed(Arc::clone(&self.state), endpoint, request)
+                }))
+            }
+            // axum's `Router` is always ready: no `poll_ready` is owed before `call`.
+            None => Either::Right(self.router.clone().call(request)),
+        }
+    }
+}
+
 async fn unknown_route(request: Request) -> Response {
     let error = Error::UnknownRoute {
         method: request.method().to_string(),
@@ -280,8 +338,10 @@ pub async fn run(
     let App { state, supervisor } = app;
     let grace = state.config.shutdown_grace_period;
     let readiness = Arc::clone(&state);
-    let service =
-        router(state).map_request(|req: http::Request<hyper::body::Incoming>| req.map(Body::new));
+    let service = Routes {
+        router: router(Arc::clone(&state)),
+        state,
+    };
     // HTTP/1.1 only. The OpenAI SDKs, curl and load balancers speak HTTP/1.1 to a
     // plaintext upstream; detecting HTTP/2 prior knowledge (hyper-util's `auto`)
     // replays the sniffed bytes as a tiny first read, after which hyper's read
@@ -309,8 +369,7 @@ pub async fn run(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted socket");
         }
-        let conn =
-            builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service.clone()));
+        let conn = builder.serve_connection(TokioIo::new(tcp), service.clone());
         let conn = graceful.watch(conn);
         // Connection tasks are owned by `graceful`, which shutdown waits on below.
         #[allow(clippy::disallowed_methods)]

@@ -71,6 +71,56 @@ async fn unknown_paths_and_methods_get_openai_errors() {
     .await;
 }
 
+/// The routed POSTs skip axum's router (server.rs, `Routes`): each is served on
+/// exactly its path, counted under its own route, and every near miss is left
+/// to the route table.
+#[tokio::test]
+async fn routed_posts_are_served_on_their_exact_paths_only() {
+    let a = MockUpstream::start("A").await;
+    let router = TestRouter::start(vec![svc(&a)]).await;
+    let body = chat_request("test-model", json!({}));
+    for path in [
+        "/v1/chat/completions?trace=1",
+        "/v1/completions",
+        "/v1/embeddings",
+    ] {
+        let r = router.post(path, &body).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["x-llm-router-service"], "A", "{path}");
+        assert!(r.headers().contains_key("x-request-id"), "{path}");
+    }
+    let forwarded: Vec<String> = a.posts().into_iter().map(|p| p.path).collect();
+    assert_eq!(
+        forwarded,
+        ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+    );
+    for path in [
+        "/v1/chat/completions/",
+        "/V1/chat/completions",
+        "/v1/embeddings/x",
+    ] {
+        assert_error(router.post(path, &body).await, 404, "invalid_request_error").await;
+    }
+    let put = router
+        .request(reqwest::Method::PUT, "/v1/completions")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_error(put, 405, "invalid_request_error").await;
+    assert_eq!(a.post_count(), 3);
+
+    let text = router.get("/metrics").await.text().await.unwrap();
+    for route in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"] {
+        let series = format!(
+            r#"llm_router_requests_total{{route="{route}",service="A",model="test-model",status_class="2xx"}} 1"#
+        );
+        assert!(text.contains(&series), "{series} in:\n{text}");
+    }
+    let near_misses = r#"llm_router_requests_total{route="unmatched",service="none",model="none",status_class="4xx"} 3"#;
+    assert!(text.contains(near_misses), "{near_misses} in:\n{text}");
+}
+
 #[tokio::test]
 async fn health_is_liveness_json() {
     let a = MockUpstream::start("A").await;

@@ -1,5 +1,8 @@
 //! The OpenAI-compatible endpoints: routed POSTs and the model listing.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Extension;
@@ -86,6 +89,21 @@ pub async fn embeddings(
     request: Request,
 ) -> Response {
     routed(&state, Endpoint::Embeddings, request_id, request).await
+}
+
+/// What [`serve_routed`] returns: the routed handler's future, boxed as axum
+/// boxes a handler's.
+pub type RoutedFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+/// A routed POST served without axum's router (server.rs, `Routes`): the same
+/// handler as the `/v1/...` routes, with the request id the access layer set.
+pub fn serve_routed(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> RoutedFuture {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .cloned()
+        .map(Extension);
+    Box::pin(async move { Ok(routed(&state, endpoint, request_id, request).await) })
 }
 
 /// A routed call: the client's key (and its limit), then the body within the
